@@ -1,0 +1,88 @@
+-- smsc-ingest schema. Users query these tables: names and columns are a public interface.
+-- Applying this file twice is harmless (`smsc-ingest migrate` runs it under an advisory lock).
+
+-- One row per distinct delivery status event, however many copies the gateway sent.
+CREATE TABLE IF NOT EXISTS status_events (
+    event_id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id          bigint      NOT NULL,           -- `id`
+    phone               text        NOT NULL,
+    status              integer     NOT NULL,
+    status_at           timestamptz,                    -- `ts`, else `time`
+    ts                  timestamptz,                    -- `ts` (unix seconds)
+    status_time         timestamptz,                    -- `time` (DD.MM.YY hh:mm:ss, account time zone)
+    err                 integer,
+    syserr              text,
+    cnt                 integer,
+    type                integer,
+    cost                numeric,
+    flag                integer,
+    flag_message_type   smallint,                       -- flag bits 0-3
+    flag_second_balance boolean,                        -- flag bit 5
+    flag_template       boolean,                        -- flag bit 8
+    flag_template_kind  smallint,                       -- flag bits 9-10
+    sender              text,
+    dtmf                text,
+    cmt                 text,                           -- without the `overtime: mm:ss` line
+    overtime            interval,
+    imsi                text,                           -- HLR extras: kept as text (mnc has leading zeros)
+    msc                 text,
+    mcc                 text,
+    mnc                 text,
+    cn                  text,
+    net                 text,
+    rcn                 text,
+    rnet                text,
+    calltime            integer,                        -- voice-menu extras, seconds
+    callmenu            text,
+    ringtime            integer,
+    params              jsonb       NOT NULL,           -- every parameter received, known or not
+    request_id          text        NOT NULL,           -- the ingress request that first stored it
+    received_at         timestamptz NOT NULL,           -- when the ingress received that request
+    stored_at           timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT status_events_event_key UNIQUE NULLS NOT DISTINCT (message_id, phone, status, status_at)
+);
+CREATE INDEX IF NOT EXISTS status_events_received_at_idx ON status_events (received_at);
+
+-- One row per sent message and phone: the newest status (greatest status_at, then higher status).
+CREATE TABLE IF NOT EXISTS messages (
+    message_id  bigint      NOT NULL,
+    phone       text        NOT NULL,
+    status      integer     NOT NULL,
+    status_at   timestamptz,
+    err         integer,
+    cost        numeric,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (message_id, phone)
+);
+
+-- One row per incoming SMS (the gateway's `id`).
+CREATE TABLE IF NOT EXISTS incoming_messages (
+    id                  bigint      PRIMARY KEY,
+    sms_id              bigint,                         -- our message this answers, if any
+    phone               text        NOT NULL,
+    to_phone            text        NOT NULL,           -- `to`
+    text                text        NOT NULL,           -- `mes`, decoded
+    smsc                text,
+    sent_at             timestamptz,                    -- `sent`
+    server_received_at  timestamptz,                    -- `time`: when the gateway received it
+    params              jsonb       NOT NULL,
+    request_id          text        NOT NULL,
+    received_at         timestamptz NOT NULL,
+    stored_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS incoming_messages_received_at_idx ON incoming_messages (received_at);
+
+-- One row per call to the "confirm the number by a call" service.
+CREATE TABLE IF NOT EXISTS call_confirmations (
+    phone       text        NOT NULL,
+    called_at   timestamptz NOT NULL,                   -- `ts`
+    waitcall    integer,
+    calltime    integer,
+    callmenu    text,
+    ringtime    integer,
+    params      jsonb       NOT NULL,
+    request_id  text        NOT NULL,
+    received_at timestamptz NOT NULL,
+    stored_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (phone, called_at)
+);

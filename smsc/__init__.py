@@ -1,0 +1,1 @@
+"""smsc-ingest: durable receiver for SMSC.ru handler callbacks."""

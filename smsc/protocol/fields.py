@@ -1,0 +1,94 @@
+"""What the SMSC handler protocol names: kinds, fields, charsets, formats, hash algorithms."""
+
+from __future__ import annotations
+
+import codecs
+from enum import StrEnum
+from typing import Final
+
+from smsc.exceptions import BadRequest
+
+
+class Kind(StrEnum):
+    """The three events one handler URL receives."""
+
+    STATUS = "status"
+    INCOMING = "incoming"
+    CALL = "call"
+
+
+class Format(StrEnum):
+    """How the parameters travel: form POST (no fmt), XML (fmt=2), JSON (fmt=3)."""
+
+    FORM = "form"
+    XML = "xml"
+    JSON = "json"
+
+
+class HashAlgorithm(StrEnum):
+    """The URL parameter that names the algorithm also carries the hash back."""
+
+    MD5 = "md5"
+    SHA1 = "sha1"
+    CRC32 = "crc32"
+
+
+HASH_PARAMS: Final = frozenset(a.value for a in HashAlgorithm)
+
+# Fields a kind cannot be stored without; `mes` may be empty (an empty SMS is still an SMS).
+REQUIRED: Final[dict[Kind, tuple[str, ...]]] = {
+    Kind.STATUS: ("id", "phone", "status"),
+    Kind.INCOMING: ("id", "phone", "mes", "to"),
+    Kind.CALL: ("phone", "ts"),
+}
+MAY_BE_EMPTY: Final = frozenset({"mes"})
+
+# The values joined by ':' (then ':<secret>') into the string that is hashed.
+CONTROL_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
+    Kind.STATUS: ("id", "phone", "status"),
+    Kind.INCOMING: ("phone", "mes", "to"),
+    Kind.CALL: ("phone", "ts"),
+}
+
+# Charset names the gateway uses, mapped to Python codec names.
+CHARSETS: Final[dict[str, str]] = {
+    "utf-8": "utf-8",
+    "koi8-r": "koi8_r",
+    "windows-1251": "cp1251",
+}
+DEFAULT_CHARSET: Final = "windows-1251"
+# When a non-ASCII `mes` does not verify in the transmission charset, these are tried too.
+FALLBACK_HASH_CODECS: Final = ("utf-8", "cp1251")
+
+
+class UnknownCharset(BadRequest):
+    """A charset name that is not one of the three the gateway sends."""
+
+
+def codec_for(name: str) -> str:
+    """Return the Python codec for a gateway charset name or one of its aliases (cp1251, utf8...)."""
+    try:
+        canonical = codecs.lookup(name.strip()).name
+    except (LookupError, ValueError):
+        raise UnknownCharset(f"unknown charset {name[:40]!r}") from None
+    for codec in CHARSETS.values():
+        if codecs.lookup(codec).name == canonical:
+            return codec
+    raise UnknownCharset(f"unsupported charset {name[:40]!r}")
+
+
+def kind_of(params: dict[str, str]) -> Kind:
+    """Tell the kind the way the vendor's sample handler does: `mes`, then `waitcall`."""
+    if "mes" in params:
+        return Kind.INCOMING
+    if "waitcall" in params:
+        return Kind.CALL
+    return Kind.STATUS
+
+
+def check_required(kind: Kind, params: dict[str, str]) -> None:
+    """Raise BadRequest naming the first field the kind needs and does not have."""
+    for name in REQUIRED[kind]:
+        value = params.get(name)
+        if value is None or (value.strip() == "" and name not in MAY_BE_EMPTY):
+            raise BadRequest(f"{kind} without {name!r}")

@@ -1,0 +1,280 @@
+"""Typed values from the text parameters of a decoded event.
+
+A value of a known field that cannot be read (a `status` that is not a number, a `time` that is no
+date) raises PermanentError naming the field: no retry fixes it, a person or a release does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from smsc.exceptions import PermanentError
+from smsc.protocol.decode import Decoded
+from smsc.protocol.fields import Kind
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_UNIX = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_DURATION = re.compile(r"(?:(?:([0-9]+):)?([0-9]+):)?([0-9]+)")
+_OVERTIME = re.compile(r"^[ \t]*overtime:[ \t]*([0-9]+):([0-9]{2})[ \t]*$", re.MULTILINE | re.IGNORECASE)
+_LOCAL_TIME_FORMATS = ("%d.%m.%y %H:%M:%S", "%d.%m.%Y %H:%M:%S")
+T = TypeVar("T")
+_INT32 = 1 << 31
+_INT64 = 1 << 63
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The 2-byte `flag`: message type (bits 0-3), second balance (bit 5), template (bit 8),
+    template kind (bits 9-10: 0 service, 1 transactional, 2 authorisation, 3 advertising)."""
+
+    message_type: int
+    second_balance: bool
+    template: bool
+    template_kind: int
+
+    @classmethod
+    def from_int(cls, flag: int) -> Flag:
+        return cls(
+            message_type=flag & 0x0F,
+            second_balance=bool(flag & (1 << 5)),
+            template=bool(flag & (1 << 8)),
+            template_kind=(flag >> 9) & 0b11,
+        )
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A delivery status of a message we sent."""
+
+    message_id: int
+    phone: str
+    status: int
+    status_at: datetime | None
+    ts: datetime | None
+    status_time: datetime | None
+    err: int | None
+    syserr: str | None
+    cnt: int | None
+    type: int | None
+    cost: Decimal | None
+    flag: int | None
+    flag_message_type: int | None
+    flag_second_balance: bool | None
+    flag_template: bool | None
+    flag_template_kind: int | None
+    sender: str | None
+    dtmf: str | None
+    cmt: str | None
+    overtime: timedelta | None
+    imsi: str | None
+    msc: str | None
+    mcc: str | None
+    mnc: str | None
+    cn: str | None
+    net: str | None
+    rcn: str | None
+    rnet: str | None
+    calltime: int | None
+    callmenu: str | None
+    ringtime: int | None
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """An SMS a subscriber sent to us."""
+
+    id: int
+    sms_id: int | None
+    phone: str
+    to_phone: str
+    text: str
+    smsc: str | None
+    sent_at: datetime | None
+    server_received_at: datetime | None
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CallConfirmation:
+    """A call received by the "confirm the number by a call" service."""
+
+    phone: str
+    called_at: datetime
+    waitcall: int | None
+    calltime: int | None
+    callmenu: str | None
+    ringtime: int | None
+    params: dict[str, str]
+
+
+Event = StatusEvent | IncomingMessage | CallConfirmation
+
+
+def normalize(decoded: Decoded, tz: ZoneInfo) -> Event:
+    """Turn a decoded event into typed values; `tz` is the account time zone of a status's `time`."""
+    # PostgreSQL text and jsonb cannot hold NUL; a visible replacement beats losing the event.
+    p = {k.replace("\x00", "\ufffd"): v.replace("\x00", "\ufffd") for k, v in decoded.params.items()}
+    if decoded.kind is Kind.INCOMING:
+        return IncomingMessage(
+            id=_required(_int(p, "id", _INT64)),
+            sms_id=_int(p, "sms_id", _INT64),
+            phone=p["phone"].strip(),
+            to_phone=p["to"].strip(),
+            text=p["mes"],
+            smsc=_text(p, "smsc"),
+            sent_at=_unix(p, "sent"),
+            server_received_at=_unix(p, "time"),
+            params=p,
+        )
+    if decoded.kind is Kind.CALL:
+        return CallConfirmation(
+            phone=p["phone"].strip(),
+            called_at=_required(_unix(p, "ts")),
+            waitcall=_int(p, "waitcall"),
+            calltime=_duration(p, "calltime"),
+            callmenu=_text(p, "callmenu"),
+            ringtime=_duration(p, "ringtime"),
+            params=p,
+        )
+    ts = _unix(p, "ts")
+    status_time = _local_time(p, "time", tz)
+    flag = _int(p, "flag")
+    if flag is not None and not 0 <= flag <= 0xFFFF:
+        raise PermanentError(f"flag {flag} is not a 2-byte number")
+    bits = Flag.from_int(flag) if flag is not None else None
+    cmt, overtime = _comment(p.get("cmt"))
+    return StatusEvent(
+        message_id=_required(_int(p, "id", _INT64)),
+        phone=p["phone"].strip(),
+        status=_required(_int(p, "status")),
+        status_at=ts or status_time,
+        ts=ts,
+        status_time=status_time,
+        err=_int(p, "err"),
+        syserr=_text(p, "syserr"),
+        cnt=_int(p, "cnt"),
+        type=_int(p, "type"),
+        cost=_decimal(p, "cost"),
+        flag=flag,
+        flag_message_type=bits.message_type if bits else None,
+        flag_second_balance=bits.second_balance if bits else None,
+        flag_template=bits.template if bits else None,
+        flag_template_kind=bits.template_kind if bits else None,
+        sender=_text(p, "sender"),
+        dtmf=_text(p, "dtmf"),
+        cmt=cmt,
+        overtime=overtime,
+        imsi=_text(p, "imsi"),
+        msc=_text(p, "msc"),
+        mcc=_text(p, "mcc"),
+        mnc=_text(p, "mnc"),
+        cn=_text(p, "cn"),
+        net=_text(p, "net"),
+        rcn=_text(p, "rcn"),
+        rnet=_text(p, "rnet"),
+        calltime=_duration(p, "calltime"),
+        callmenu=_text(p, "callmenu"),
+        ringtime=_duration(p, "ringtime"),
+        params=p,
+    )
+
+
+def _required(value: T | None) -> T:
+    # decode() already refused events without their required fields; an empty one lands here.
+    if value is None:
+        raise PermanentError("a required field is empty")
+    return value
+
+
+def _present(p: dict[str, str], name: str) -> str | None:
+    value = p.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _text(p: dict[str, str], name: str) -> str | None:
+    value = p.get(name)
+    return value if value else None
+
+
+def _int(p: dict[str, str], name: str, limit: int = _INT32) -> int | None:
+    value = _present(p, name)
+    if value is None:
+        return None
+    if not _INT.fullmatch(value):
+        raise PermanentError(f"{name} {value[:40]!r} is not a whole number")
+    number = int(value)
+    if not -limit <= number < limit:
+        raise PermanentError(f"{name} {value[:40]!r} is out of range")
+    return number
+
+
+def _unix(p: dict[str, str], name: str) -> datetime | None:
+    value = _present(p, name)
+    if value is None:
+        return None
+    if not _UNIX.fullmatch(value):
+        raise PermanentError(f"{name} {value[:40]!r} is not a unix time")
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise PermanentError(f"{name} {value[:40]!r} is out of range") from None
+
+
+def _local_time(p: dict[str, str], name: str, tz: ZoneInfo) -> datetime | None:
+    value = _present(p, name)
+    if value is None:
+        return None
+    for fmt in _LOCAL_TIME_FORMATS:
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=tz)
+        except ValueError:
+            continue
+    raise PermanentError(f"{name} {value[:40]!r} is not DD.MM.YY hh:mm:ss")
+
+
+def _decimal(p: dict[str, str], name: str) -> Decimal | None:
+    value = _present(p, name)
+    if value is None:
+        return None
+    try:
+        number = Decimal(value.replace(",", "."))
+    except InvalidOperation:
+        raise PermanentError(f"{name} {value[:40]!r} is not a number") from None
+    if not number.is_finite():
+        raise PermanentError(f"{name} {value[:40]!r} is not a finite number")
+    return number
+
+
+def _duration(p: dict[str, str], name: str) -> int | None:
+    """Seconds, from `N`, `mm:ss` or `hh:mm:ss` (the vendor does not say which it sends)."""
+    value = _present(p, name)
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise PermanentError(f"{name} {value[:40]!r} is not a duration")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total >= _INT32:
+        raise PermanentError(f"{name} {value[:40]!r} is out of range")
+    return total
+
+
+def _comment(cmt: str | None) -> tuple[str | None, timedelta | None]:
+    """Split the `overtime: mm:ss` line a voice message adds off the client's comment."""
+    if not cmt:
+        return None, None
+    match = _OVERTIME.search(cmt)
+    if not match:
+        return cmt, None
+    overtime = timedelta(minutes=int(match.group(1)), seconds=int(match.group(2)))
+    rest = (cmt[: match.start()] + cmt[match.end() :]).strip("\r\n")
+    return rest or None, overtime

@@ -1,0 +1,61 @@
+"""The raw request as the ingress stores it: what the worker decodes, and what a replay resends."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from smsc.constants import REDACTED
+from smsc.exceptions import PermanentError
+from smsc.protocol.fields import HASH_PARAMS
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """One POST to the handler, before any interpretation (the hash parameters of the query
+    string are redacted, since the handler URL carries the secret there)."""
+
+    rid: str
+    received_at: float
+    query: str
+    content_type: str
+    body: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able form: RQ's JSON serializer carries it, and bytes travel as base64."""
+        return {
+            "rid": self.rid,
+            "received_at": self.received_at,
+            "query": self.query,
+            "content_type": self.content_type,
+            "body": base64.b64encode(self.body).decode("ascii"),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RawRequest:
+        """Rebuild a raw request from `to_json` output; anything else is a permanent error."""
+        try:
+            return cls(
+                rid=str(data["rid"]),
+                received_at=float(data["received_at"]),
+                query=str(data["query"]),
+                content_type=str(data["content_type"]),
+                body=base64.b64decode(data["body"], validate=True),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+            raise PermanentError(f"malformed raw request: {e}") from e
+
+
+def redact_query(query: str) -> str:
+    """Replace the values of hash parameters in a raw query string, keeping the rest as it came.
+
+    The handler URL holds the secret itself in `md5=`/`sha1=`/`crc32=`; it must never be stored.
+    """
+    parts = []
+    for part in query.split("&"):
+        name = unquote_plus(part.split("=", 1)[0]).strip().lower()
+        parts.append(f"{name}={REDACTED}" if name in HASH_PARAMS else part)
+    return "&".join(parts)

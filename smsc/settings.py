@@ -1,0 +1,84 @@
+"""Configuration: read once from the environment into one frozen object."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from smsc.exceptions import ConfigError
+from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service; see the README for each variable."""
+
+    secret: str
+    hash_algorithm: HashAlgorithm
+    allow_unsigned: bool
+    default_charset: str
+    tz: ZoneInfo
+    max_body: int
+    queue: str
+    redis_url: str
+    database_url: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from `env` (the process environment by default)."""
+        e = os.environ if env is None else env
+        try:
+            algorithm = HashAlgorithm(e.get("SMSC_HASH", "md5").strip().lower())
+        except ValueError:
+            raise ConfigError("SMSC_HASH must be one of md5, sha1, crc32") from None
+        charset = e.get("SMSC_CHARSET", "windows-1251")
+        try:
+            codec_for(charset)
+        except UnknownCharset:
+            raise ConfigError(f"SMSC_CHARSET {charset!r} is not utf-8, koi8-r or windows-1251") from None
+        tz_name = e.get("SMSC_TZ", "Europe/Moscow")
+        try:
+            tz = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"SMSC_TZ {tz_name!r} is not a known time zone") from None
+        max_body = _positive_int(e, "SMSC_MAX_BODY", 64 * 1024)
+        secret = e.get("SMSC_SECRET", "")
+        # The gateway only takes these characters in the handler URL's secret.
+        if secret and not re.fullmatch(r"[A-Za-z0-9_-]+", secret):
+            raise ConfigError("SMSC_SECRET may hold only latin letters, digits, '-' and '_'")
+        return cls(
+            secret=secret,
+            hash_algorithm=algorithm,
+            allow_unsigned=e.get("SMSC_ALLOW_UNSIGNED", "") == "1",
+            default_charset=charset,
+            tz=tz,
+            max_body=max_body,
+            queue=e.get("SMSC_QUEUE", "smsc"),
+            redis_url=e.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            database_url=e.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/smsc"),
+        )
+
+    def require_secret(self) -> None:
+        """Refuse to receive unsigned callbacks unless the operator asked for it."""
+        if not self.secret and not self.allow_unsigned:
+            raise ConfigError(
+                "SMSC_SECRET is not set: anyone could post fake statuses and messages. "
+                "Set SMSC_SECRET to the secret of the handler URL, "
+                "or SMSC_ALLOW_UNSIGNED=1 to accept unsigned callbacks on purpose."
+            )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value

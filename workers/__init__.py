@@ -1,0 +1,1 @@
+"""RQ workers: decode raw requests, normalize, deduplicate and store them in PostgreSQL."""
