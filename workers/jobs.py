@@ -27,7 +27,7 @@ class WorkerContext:
 _context: WorkerContext | None = None
 
 
-def install(context: WorkerContext) -> None:
+def install(context: WorkerContext | None) -> None:
     """Give jobs of this process their context (the `worker` command does this at start)."""
     global _context
     _context = context

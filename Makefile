@@ -1,0 +1,43 @@
+# The single entry point for people and CI. Every target installs what it needs first.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DEV_SECRET := dev-secret-for-local-use-only
+
+.PHONY: install run test lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+# Ingress and one worker in the foreground against local Redis and PostgreSQL; Ctrl-C stops both.
+run: $(STAMP)
+	@if [ -z "$$SMSC_SECRET" ]; then \
+	  echo "SMSC_SECRET is not set: using the development secret '$(DEV_SECRET)'. For local use only."; \
+	fi
+	@export SMSC_SECRET="$${SMSC_SECRET:-$(DEV_SECRET)}"; \
+	$(BIN)/smsc-ingest migrate || exit 1; \
+	$(BIN)/smsc-ingest worker & worker=$$!; \
+	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
+	$(BIN)/smsc-ingest serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy smsc ingress workers
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

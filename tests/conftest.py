@@ -1,0 +1,104 @@
+"""Fixtures on the real servers: a PostgreSQL database and a Redis database number of our own."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from ingress.app import create_app
+from smsc.settings import Settings
+from tests.payloads import SECRET
+from workers import jobs
+from workers.db import create_database_if_missing, migrate
+from workers.store import Store
+
+# Our own database and Redis database number: the fixtures empty them, and nothing else.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/smsc_test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+TABLES = ("status_events", "messages", "incoming_messages", "call_confirmations")
+
+
+def service_env(**overrides: str) -> dict[str, str]:
+    """The environment a test's ingress or worker runs with."""
+    env = {
+        "SMSC_SECRET": SECRET,
+        "SMSC_HASH": "md5",
+        "DATABASE_URL": TEST_DATABASE_URL,
+        "REDIS_URL": TEST_REDIS_URL,
+        "SMSC_QUEUE": "smsc-test",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="session")
+def database() -> str:
+    """The test database, created if missing, with schema.sql applied (dropped tables first)."""
+    create_database_if_missing(TEST_DATABASE_URL)
+    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+        for table in TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+    migrate(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def db(database: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A connection to the test database, its tables emptied for this test."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+        yield conn
+
+
+@pytest.fixture
+def redis_db() -> Iterator[Redis]:
+    """Our Redis database number, flushed before and after the test."""
+    client = Redis.from_url(TEST_REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def settings(redis_db: Redis, db: psycopg.Connection[tuple[Any, ...]]) -> Settings:
+    """Settings of a signed md5 deployment on the test servers."""
+    return Settings.from_env(service_env())
+
+
+@pytest_asyncio.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    """An HTTP client on a real ingress bound to a loopback port."""
+    async with TestClient(TestServer(create_app(settings))) as c:
+        yield c
+
+
+@pytest.fixture
+def queue(settings: Settings, redis_db: Redis) -> Queue:
+    """The RQ queue the ingress writes to."""
+    return Queue(settings.queue, connection=redis_db, serializer=JSONSerializer)
+
+
+@pytest.fixture
+def drain(settings: Settings, queue: Queue, redis_db: Redis) -> Iterator[Any]:
+    """Run a burst worker in this process until the queue is empty (as `worker --burst` does)."""
+    store = Store(settings.database_url)
+    jobs.install(jobs.WorkerContext(settings=settings, store=store))
+
+    def run() -> None:
+        SimpleWorker([queue], connection=redis_db, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING"
+        )
+
+    yield run
+    store.close()
+    jobs.install(None)
