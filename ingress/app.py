@@ -15,6 +15,7 @@ from ingress.enqueue import Enqueuer
 from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
 from smsc.exceptions import BadRequest, InvalidSignature
 from smsc.protocol import RawRequest, decode, verify
+from smsc.protocol.fields import log_ids
 from smsc.protocol.raw import redact_query
 from smsc.settings import Settings
 
@@ -67,13 +68,7 @@ async def receive(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type", "")
     try:
         decoded = decode(body, query, content_type, settings.default_charset)
-        bound = bound.bind(
-            kind=decoded.kind.value,
-            fmt=decoded.fmt.value,
-            id=decoded.params.get("id"),
-            phone=decoded.params.get("phone"),
-            status=decoded.params.get("status"),
-        )
+        bound = bound.bind(kind=decoded.kind.value, fmt=decoded.fmt.value, **log_ids(decoded.params))
         if settings.secret:
             verify(decoded, settings.hash_algorithm, settings.secret)
     except BadRequest as e:

@@ -46,8 +46,8 @@ def process(requests: list[dict[str, Any]]) -> None:
     """Decode, normalize and store the raw requests of one job, in one transaction."""
     ctx = _current()
     batch = [(raw, _event(raw, ctx.settings)) for raw in map(RawRequest.from_json, requests)]
-    for stored in ctx.store.save(batch):
-        log.info("event_stored" if stored.new else "event_duplicate", **_ids(stored.event))
+    for (raw, _), stored in zip(batch, ctx.store.save(batch), strict=True):
+        log.info("event_stored" if stored.new else "event_duplicate", rid=raw.rid, **_ids(stored.event))
 
 
 def _event(raw: RawRequest, settings: Settings) -> Event:

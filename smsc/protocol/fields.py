@@ -92,3 +92,13 @@ def check_required(kind: Kind, params: dict[str, str]) -> None:
         value = params.get(name)
         if value is None or (value.strip() == "" and name not in MAY_BE_EMPTY):
             raise BadRequest(f"{kind} without {name!r}")
+
+
+# Parameters that identify an event in a log line; cut short, since they come from the network.
+LOG_FIELDS: Final = ("id", "phone", "status", "ts")
+LOG_VALUE_MAX: Final = 64
+
+
+def log_ids(params: dict[str, str]) -> dict[str, str]:
+    """The identifying parameters present in `params`, ready to bind to a log line."""
+    return {name: params[name][:LOG_VALUE_MAX] for name in LOG_FIELDS if params.get(name)}
