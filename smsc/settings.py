@@ -75,10 +75,9 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not re.fullmatch(r"[0-9]{1,12}", raw):
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}")
+    value = int(raw)
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value

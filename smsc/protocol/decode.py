@@ -31,7 +31,8 @@ from smsc.protocol.fields import (
 _CT_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
 _JSON_CHARSET = re.compile(r'"charset"\s*:\s*"([^"]{1,40})"')
 _XML_CHARSET = re.compile(r"<charset>\s*([^<\s]{1,40})\s*</charset>")
-_XML_DECLARATION = re.compile(r"""^\s*<\?xml[^>]*?(?:encoding\s*=\s*["']([^"']+)["'])?[^>]*\?>""")
+_XML_DECLARATION = re.compile(r"^\s*<\?xml([^>]*)\?>")
+_XML_ENCODING = re.compile(r"""encoding\s*=\s*["']([^"']+)["']""")
 _BOM = "\ufeff"
 
 
@@ -99,8 +100,9 @@ def _charset_name(body: bytes, fmt: Format, query: str, content_type: str) -> st
         return match.group(1)
     if fmt is Format.XML:
         declaration = _XML_DECLARATION.match(latin)
-        if declaration and declaration.group(1):
-            return declaration.group(1)
+        encoding = _XML_ENCODING.search(declaration.group(1)) if declaration else None
+        if encoding:
+            return encoding.group(1)
     return None
 
 
@@ -122,19 +124,23 @@ def _parse_form(text: str, codec: str, where: str) -> dict[str, str]:
         raise BadRequest(f"{where} is not valid {codec}: {e.reason}") from None
 
 
+class _Number(str):
+    """A JSON number kept as its literal text, so `1.25` is never rounded through a float."""
+
+
 def _parse_json(text: str) -> dict[str, str]:
     try:
-        data = json.loads(text, parse_int=str, parse_float=str, parse_constant=_reject_constant)
+        data = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
+        if not isinstance(data, dict):
+            raise BadRequest("JSON body is not an object")
+        # An undocumented wrapper ({"result": {...}}) is unwrapped; a flat object is the norm.
+        if len(data) == 1:
+            (inner,) = data.values()
+            if isinstance(inner, dict):
+                data = inner
+        return {str(k): _json_text(v) for k, v in data.items()}
     except (ValueError, RecursionError) as e:
         raise BadRequest(f"body is not valid JSON: {str(e)[:80]}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("JSON body is not an object")
-    # An undocumented wrapper ({"result": {...}}) is unwrapped; a flat object is the norm.
-    if len(data) == 1:
-        (inner,) = data.values()
-        if isinstance(inner, dict):
-            data = inner
-    return {str(k): _json_text(v) for k, v in data.items()}
 
 
 def _reject_constant(name: str) -> Any:
@@ -143,11 +149,26 @@ def _reject_constant(name: str) -> Any:
 
 def _json_text(value: Any) -> str:
     if isinstance(value, str):
-        return value
+        return str(value)
     if isinstance(value, bool):
         return "1" if value else "0"
     if value is None:
         return ""
+    return _json_dump(value)
+
+
+def _json_dump(value: Any) -> str:
+    """Nested values back to JSON text, numbers as they came."""
+    if isinstance(value, _Number):
+        return str(value)
+    if isinstance(value, dict):
+        return (
+            "{"
+            + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_json_dump(v)}" for k, v in value.items())
+            + "}"
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_dump(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -157,11 +178,20 @@ def _parse_xml(text: str) -> dict[str, str]:
         text = text[declaration.end() :]
     try:
         root = SafeET.fromstring(text, forbid_dtd=True)
-    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as e:
+        return _xml_params(root)
+    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError, RecursionError) as e:
         raise BadRequest(f"body is not acceptable XML: {str(e)[:80]}") from None
+
+
+def _xml_params(root: ET.Element) -> dict[str, str]:
     record = root
-    # Descend through single wrapper elements (<result><status>...</status></result>).
-    while len(record) == 1 and len(record[0]) > 0 and not record.attrib and not (record.text or "").strip():
+    # Descend through single wrapper elements: <result><status>...</status></result>, <r><s id=".."/></r>.
+    while (
+        len(record) == 1
+        and (len(record[0]) > 0 or record[0].attrib)
+        and not record.attrib
+        and not (record.text or "").strip()
+    ):
         record = record[0]
     params = {_local(k): v for k, v in record.attrib.items()}
     for child in record:

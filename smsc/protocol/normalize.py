@@ -17,10 +17,13 @@ from smsc.exceptions import PermanentError
 from smsc.protocol.decode import Decoded
 from smsc.protocol.fields import Kind
 
-_INT = re.compile(r"[+-]?[0-9]+")
-_UNIX = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_DURATION = re.compile(r"(?:(?:([0-9]+):)?([0-9]+):)?([0-9]+)")
-_OVERTIME = re.compile(r"^[ \t]*overtime:[ \t]*([0-9]+):([0-9]{2})[ \t]*$", re.MULTILINE | re.IGNORECASE)
+# Digit counts are bounded: the range checks below then never meet Python's int() size limit.
+_INT = re.compile(r"[+-]?[0-9]{1,30}")
+_UNIX = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
+_DURATION = re.compile(r"(?:(?:([0-9]{1,10}):)?([0-9]{1,10}):)?([0-9]{1,10})")
+_OVERTIME = re.compile(
+    r"^[ \t]*overtime:[ \t]*([0-9]{1,6}):([0-9]{2})[ \t]*(?:\r?\n|\r?\Z)", re.MULTILINE | re.IGNORECASE
+)
 _LOCAL_TIME_FORMATS = ("%d.%m.%y %H:%M:%S", "%d.%m.%Y %H:%M:%S")
 T = TypeVar("T")
 _INT32 = 1 << 31
@@ -276,5 +279,5 @@ def _comment(cmt: str | None) -> tuple[str | None, timedelta | None]:
     if not match:
         return cmt, None
     overtime = timedelta(minutes=int(match.group(1)), seconds=int(match.group(2)))
-    rest = (cmt[: match.start()] + cmt[match.end() :]).strip("\r\n")
+    rest = (cmt[: match.start()] + cmt[match.end() :]).rstrip("\r\n")
     return rest or None, overtime

@@ -38,12 +38,18 @@ class RawRequest:
     def from_json(cls, data: Any) -> RawRequest:
         """Rebuild a raw request from `to_json` output; anything else is a permanent error."""
         try:
+            text = {name: data[name] for name in ("rid", "query", "content_type", "body")}
+            received_at = data["received_at"]
+            if not all(isinstance(v, str) for v in text.values()):
+                raise TypeError("rid, query, content_type and body must be strings")
+            if isinstance(received_at, bool) or not isinstance(received_at, int | float):
+                raise TypeError("received_at must be a number")
             return cls(
-                rid=str(data["rid"]),
-                received_at=float(data["received_at"]),
-                query=str(data["query"]),
-                content_type=str(data["content_type"]),
-                body=base64.b64decode(data["body"], validate=True),
+                rid=text["rid"],
+                received_at=float(received_at),
+                query=text["query"],
+                content_type=text["content_type"],
+                body=base64.b64decode(text["body"], validate=True),
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise PermanentError(f"malformed raw request: {e}") from e

@@ -16,7 +16,7 @@ from rq.serializers import JSONSerializer
 from ingress.app import create_app
 from smsc.exceptions import ConfigError
 from smsc.settings import Settings
-from tests.conftest import service_env
+from tests.integration.conftest import service_env
 from tests.payloads import ALGORITHMS, CHARSETS, FORMATS, KINDS, SAMPLES, SECRET, Request, build, sign
 
 CASES = [

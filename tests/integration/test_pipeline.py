@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 
 from ingress.app import create_app
 from smsc.settings import Settings
-from tests.conftest import service_env
+from tests.integration.conftest import service_env
 from tests.integration.test_ingress import CASES, post
 from tests.payloads import SAMPLES, Request, build
 from workers import jobs

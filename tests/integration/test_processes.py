@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import service_env
+from tests.integration.conftest import service_env
 from tests.payloads import SAMPLES, Request, build
 
 COMMAND = str(Path(sys.executable).with_name("smsc-ingest"))
