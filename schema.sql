@@ -86,3 +86,25 @@ CREATE TABLE IF NOT EXISTS call_confirmations (
     stored_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (phone, called_at)
 );
+
+-- Requests a worker could not store: the raw request (body base64, query string with the hash
+-- redacted, Content-Type), why, and how often. One row per request id; a replay that fails again
+-- re-arms the same row. Rows older than SMSC_DEAD_LETTER_DAYS are purged by the workers.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    dead_letter_id  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id      text        NOT NULL UNIQUE,
+    job_id          text        NOT NULL,               -- the RQ job that carried it last
+    kind            text,                               -- what could be read, for people
+    event_ref       text,                               -- the event's `id`, if readable
+    phone           text,
+    error_class     text        NOT NULL,
+    reason          text        NOT NULL,
+    attempts        integer     NOT NULL DEFAULT 1,
+    raw             jsonb       NOT NULL,
+    received_at     timestamptz NOT NULL,
+    first_failed_at timestamptz NOT NULL DEFAULT now(),
+    failed_at       timestamptz NOT NULL DEFAULT now(),
+    replayed_at     timestamptz,                        -- set when requeued; NULL while waiting
+    replay_job_id   text
+);
+CREATE INDEX IF NOT EXISTS dead_letters_failed_at_idx ON dead_letters (failed_at);

@@ -48,7 +48,7 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
     )
     app[REDIS] = client
-    app[ENQUEUER] = Enqueuer(client, settings.queue)
+    app[ENQUEUER] = Enqueuer(client, settings)
     yield
     await client.aclose()
 

@@ -62,24 +62,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
 
 def _worker(settings: Settings, *, burst: bool) -> None:
-    from redis import Redis
-    from rq import Queue, SimpleWorker
-    from rq.serializers import JSONSerializer
+    from workers.runner import run
 
-    from workers.jobs import WorkerContext, install
-    from workers.store import Store
-
-    store = Store(settings.database_url)
-    install(WorkerContext(settings=settings, store=store))
-    connection = Redis.from_url(settings.redis_url)
-    queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
-    # SimpleWorker runs jobs in its own process: the kept connection is what makes it fast.
-    worker = SimpleWorker([queue], connection=connection, serializer=JSONSerializer)
-    log.info("worker_starting", queue=settings.queue, burst=burst)
-    try:
-        worker.work(burst=burst, logging_level="WARNING")
-    finally:
-        store.close()
+    run(settings, burst=burst)
 
 
 def _migrate(settings: Settings) -> None:

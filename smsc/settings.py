@@ -25,6 +25,11 @@ class Settings:
     queue: str
     redis_url: str
     database_url: str
+    max_queue: int
+    read_timeout: float
+    job_timeout: int
+    retry_intervals: tuple[int, ...]
+    dead_letter_days: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +64,11 @@ class Settings:
             queue=e.get("SMSC_QUEUE", "smsc"),
             redis_url=e.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             database_url=e.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/smsc"),
+            max_queue=_positive_int(e, "SMSC_MAX_QUEUE", 100_000),
+            read_timeout=_positive_int(e, "SMSC_READ_TIMEOUT", 10),
+            job_timeout=_positive_int(e, "SMSC_JOB_TIMEOUT", 30),
+            retry_intervals=_intervals(e.get("SMSC_RETRY_INTERVALS", "15,30,60,120,240,480")),
+            dead_letter_days=_positive_int(e, "SMSC_DEAD_LETTER_DAYS", 30),
         )
 
     def require_secret(self) -> None:
@@ -81,3 +91,11 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _intervals(raw: str) -> tuple[int, ...]:
+    """Seconds before each retry of a transiently failed job, e.g. `15,30,60`."""
+    parts = [p.strip() for p in raw.split(",")]
+    if not parts or not all(re.fullmatch(r"[0-9]{1,6}", p) for p in parts):
+        raise ConfigError(f"SMSC_RETRY_INTERVALS must be seconds separated by commas, not {raw!r}")
+    return tuple(int(p) for p in parts)

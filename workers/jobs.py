@@ -1,19 +1,26 @@
-"""The RQ job: raw requests in, rows out. Thin on purpose: protocol and SQL live elsewhere."""
+"""The RQ job: raw requests in, rows and dead letters out. Protocol and SQL live elsewhere."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from rq import get_current_job
 
 from smsc.exceptions import BadRequest, PermanentError
 from smsc.protocol import RawRequest, decode
-from smsc.protocol.normalize import Event, IncomingMessage, StatusEvent, normalize
+from smsc.protocol.decode import peek
+from smsc.protocol.fields import event_ids
+from smsc.protocol.normalize import normalize
 from smsc.settings import Settings
-from workers.store import Store
+from workers.store import Pending, Store
 
 log = structlog.get_logger("smsc.worker")
+
+# Old dead letters are purged by the workers themselves, at most this often per process.
+PURGE_EVERY_SECONDS = 3600.0
 
 
 @dataclass
@@ -22,6 +29,7 @@ class WorkerContext:
 
     settings: Settings
     store: Store
+    next_purge: float = field(default=0.0)
 
 
 _context: WorkerContext | None = None
@@ -43,36 +51,44 @@ def _current() -> WorkerContext:
 
 
 def process(requests: list[dict[str, Any]]) -> None:
-    """Decode, normalize and store the raw requests of one job, in one transaction."""
+    """Store the events of one job's raw requests; dead-letter each one that cannot be stored.
+
+    A bad request never holds back its neighbours. A transient failure (database down) raises,
+    and RQ retries the whole job later: writing it again is harmless.
+    """
     ctx = _current()
-    batch = [(raw, _event(raw, ctx.settings)) for raw in map(RawRequest.from_json, requests)]
-    for (raw, _), stored in zip(batch, ctx.store.save(batch), strict=True):
-        log.info("event_stored" if stored.new else "event_duplicate", rid=raw.rid, **_ids(stored.event))
+    job = get_current_job()
+    job_id = job.id if job is not None else "-"
+    items = [_pending(item, ctx.settings) for item in requests]
+    for outcome in ctx.store.save(items, job_id):
+        ids = outcome.pending.ids or {}
+        if outcome.result == "dead_letter":
+            log.error(
+                "event_dead_lettered", rid=outcome.pending.raw.rid, job=job_id, reason=outcome.reason, **ids
+            )
+        else:
+            log.info(f"event_{outcome.result}", rid=outcome.pending.raw.rid, **ids)
+    if time.monotonic() >= ctx.next_purge:
+        ctx.next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        purged = ctx.store.purge_dead_letters(ctx.settings.dead_letter_days)
+        if purged:
+            log.info("dead_letters_purged", count=purged, older_than_days=ctx.settings.dead_letter_days)
 
 
-def _event(raw: RawRequest, settings: Settings) -> Event:
+def _pending(item: Any, settings: Settings) -> Pending:
     try:
-        decoded = decode(raw.body, raw.query, raw.content_type, settings.default_charset)
-    except BadRequest as e:
-        raise PermanentError(f"request {raw.rid}: {e.reason}") from e
-    try:
-        return normalize(decoded, settings.tz)
+        raw = RawRequest.from_json(item)
     except PermanentError as e:
-        raise PermanentError(f"request {raw.rid}: {decoded.kind} {e.reason}") from e
-
-
-def _ids(event: Event) -> dict[str, object]:
-    if isinstance(event, StatusEvent):
-        return {
-            "kind": "status",
-            "id": event.message_id,
-            "phone": event.phone,
-            "status": event.status,
-        }
-    if isinstance(event, IncomingMessage):
-        return {"kind": "incoming", "id": event.id, "phone": event.phone}
-    return {
-        "kind": "call",
-        "phone": event.phone,
-        "called_at": event.called_at.isoformat(),
-    }
+        # Not one of ours at all: nothing to keep but the reason, so the job fails loudly instead.
+        raise PermanentError(f"job argument is not a raw request: {e.reason}") from e
+    charset = settings.default_charset
+    try:
+        decoded = decode(raw.body, raw.query, raw.content_type, charset)
+    except BadRequest as e:
+        ids = peek(raw.body, raw.query, raw.content_type, charset)
+        return Pending(raw, None, PermanentError(f"cannot decode: {e.reason}"), ids=ids)
+    ids = event_ids(decoded.params)
+    try:
+        return Pending(raw, normalize(decoded, settings.tz), ids=ids)
+    except PermanentError as e:
+        return Pending(raw, None, PermanentError(f"{decoded.kind}: {e.reason}"), ids=ids)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,7 +13,6 @@ from psycopg.types.json import Jsonb
 
 from smsc.exceptions import PermanentError, TransientError
 from smsc.protocol.normalize import (
-    CallConfirmation,
     Event,
     IncomingMessage,
     StatusEvent,
@@ -70,16 +70,42 @@ INSERT INTO call_confirmations (
 ON CONFLICT (phone, called_at) DO NOTHING
 """
 
+# A replay that fails again re-arms the same row, counting the attempt.
+UPSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (
+    request_id, job_id, kind, event_ref, phone, error_class, reason, raw, received_at
+) VALUES (
+    %(request_id)s, %(job_id)s, %(kind)s, %(event_ref)s, %(phone)s, %(error_class)s, %(reason)s,
+    %(raw)s, %(received_at)s
+)
+ON CONFLICT (request_id) DO UPDATE
+SET job_id = EXCLUDED.job_id, error_class = EXCLUDED.error_class, reason = EXCLUDED.reason,
+    attempts = dead_letters.attempts + 1, failed_at = now(), replayed_at = NULL, replay_job_id = NULL
+"""
+
+PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE failed_at < now() - make_interval(days => %(days)s)"
+
 # SQLSTATE classes a retry can get past: connection, resources, serialization, deadlock, timeout.
 _TRANSIENT_SQLSTATES = ("08", "53", "57", "40001", "40P01", "55P03")
 
 
 @dataclass(frozen=True)
-class Stored:
-    """What happened to one event: a new row, or a copy of one already stored."""
+class Pending:
+    """One raw request of a job: the event read from it, or why it could not be read."""
 
-    event: Event
-    new: bool
+    raw: RawRequest
+    event: Event | None
+    error: PermanentError | None = None
+    ids: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one request: a new row, a copy of a stored one, or a dead letter."""
+
+    pending: Pending
+    result: str  # "stored" | "duplicate" | "dead_letter"
+    reason: str | None = None
 
 
 class Store:
@@ -94,37 +120,96 @@ class Store:
             self._conn.close()
             self._conn = None
 
-    def save(self, batch: Sequence[tuple[RawRequest, Event]]) -> list[Stored]:
-        """Store every event of `batch` in one transaction; raise TransientError if a retry may help."""
-        try:
-            conn = self._connection()
-            with conn.transaction(), conn.cursor() as cur:
-                return [Stored(event, _write(cur, raw, event)) for raw, event in batch]
-        except psycopg.Error as e:
-            if isinstance(e, psycopg.OperationalError) or (e.sqlstate or "").startswith(_TRANSIENT_SQLSTATES):
-                if self._conn is not None and self._conn.broken:
-                    self.close()
-                raise TransientError(f"database: {type(e).__name__}: {e}") from e
-            raise PermanentError(f"database refused the rows: {type(e).__name__}: {e}") from e
+    def save(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
+        """Store the events of a job and dead-letter the requests that cannot be stored.
 
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        All in one transaction; if PostgreSQL refuses a row, each request is written on its own so
+        that the bad one alone is dead-lettered. Raises TransientError when a retry may help.
+        """
+        with self._translated():
+            try:
+                with self._transaction() as cur:
+                    return [_write(cur, item, job_id) for item in items]
+            except psycopg.Error as e:
+                if _is_transient(e) or (len(items) == 1 and items[0].event is None):
+                    raise
+            outcomes = []
+            for item in items:
+                try:
+                    with self._transaction() as cur:
+                        outcomes.append(_write(cur, item, job_id))
+                except psycopg.Error as e:
+                    if _is_transient(e):
+                        raise
+                    refused = Pending(
+                        item.raw, None, PermanentError(f"database refused the row: {e}"), item.ids
+                    )
+                    with self._transaction() as cur:
+                        outcomes.append(_write(cur, refused, job_id, type(e).__name__))
+            return outcomes
+
+    def purge_dead_letters(self, days: int) -> int:
+        """Delete dead letters older than `days`; return how many."""
+        with self._translated(), self._transaction() as cur:
+            cur.execute(PURGE_DEAD_LETTERS, {"days": days})
+            return cur.rowcount
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url)
-        return self._conn
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Driver errors leave as TransientError (retry) or PermanentError (dead letter)."""
+        try:
+            yield
+        except psycopg.Error as e:
+            if self._conn is not None and self._conn.broken:
+                self.close()
+            if _is_transient(e):
+                raise TransientError(f"database: {type(e).__name__}: {e}") from e
+            raise PermanentError(f"database refused a dead letter: {type(e).__name__}: {e}") from e
 
 
-def _write(cur: psycopg.Cursor[tuple[Any, ...]], raw: RawRequest, event: Event) -> bool:
+def _is_transient(e: psycopg.Error) -> bool:
+    return isinstance(e, psycopg.OperationalError) or (e.sqlstate or "").startswith(_TRANSIENT_SQLSTATES)
+
+
+def _write(
+    cur: psycopg.Cursor[tuple[Any, ...]], item: Pending, job_id: str, error_class: str = ""
+) -> Outcome:
+    raw, event = item.raw, item.event
+    received_at = datetime.fromtimestamp(raw.received_at, UTC)
+    if event is None:
+        error = item.error or PermanentError("unknown")
+        ids = item.ids or {}
+        cur.execute(
+            UPSERT_DEAD_LETTER,
+            {
+                "request_id": raw.rid,
+                "job_id": job_id,
+                "kind": ids.get("kind"),
+                "event_ref": ids.get("id"),
+                "phone": ids.get("phone"),
+                "error_class": error_class or type(error).__name__,
+                "reason": error.reason,
+                "raw": Jsonb(raw.to_json()),
+                "received_at": received_at,
+            },
+        )
+        return Outcome(item, "dead_letter", error.reason)
     row = asdict(event)
     row["params"] = Jsonb(event.params)
     row["request_id"] = raw.rid
-    row["received_at"] = datetime.fromtimestamp(raw.received_at, UTC)
+    row["received_at"] = received_at
     if isinstance(event, StatusEvent):
         cur.execute(INSERT_STATUS_EVENT, row)
         new = cur.rowcount == 1
         cur.execute(UPSERT_MESSAGE, row)
-        return new
-    if isinstance(event, IncomingMessage):
-        cur.execute(INSERT_INCOMING, row)
-    elif isinstance(event, CallConfirmation):
-        cur.execute(INSERT_CALL, row)
-    return cur.rowcount == 1
+    else:
+        cur.execute(INSERT_INCOMING if isinstance(event, IncomingMessage) else INSERT_CALL, row)
+        new = cur.rowcount == 1
+    return Outcome(item, "stored" if new else "duplicate")

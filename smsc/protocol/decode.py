@@ -25,6 +25,7 @@ from smsc.protocol.fields import (
     Kind,
     check_required,
     codec_for,
+    event_ids,
     kind_of,
 )
 
@@ -56,6 +57,26 @@ def decode(body: bytes, query: str, content_type: str, default_charset: str) -> 
     if fmt is not Format.FORM and codec == CHARSETS["koi8-r"]:
         # The vendor: "with fmt, the koi8-r encoding is not used"; its default applies instead.
         codec = CHARSETS[DEFAULT_CHARSET]
+    params = _read(body, query, fmt, codec)
+    kind = kind_of(params)
+    check_required(kind, params)
+    return Decoded(kind=kind, fmt=fmt, charset=codec, params=params)
+
+
+def peek(body: bytes, query: str, content_type: str, default_charset: str) -> dict[str, str]:
+    """Best-effort identifiers (kind, id, phone) of a request that may not decode, for people."""
+    try:
+        params = decode(body, query, content_type, default_charset).params
+    except BadRequest:
+        try:
+            # Latin-1 reads any bytes: the ASCII ids survive even where the charset is wrong.
+            params = _read(body, query, _sniff(body), "latin-1")
+        except BadRequest:
+            return {}
+    return event_ids(params)
+
+
+def _read(body: bytes, query: str, fmt: Format, codec: str) -> dict[str, str]:
     params = _parse_form(query, codec, "query string")
     text = _text(body, codec)
     if fmt is Format.JSON:
@@ -64,9 +85,7 @@ def decode(body: bytes, query: str, content_type: str, default_charset: str) -> 
         params.update(_parse_xml(text))
     else:
         params.update(_parse_form(text, codec, "body"))
-    kind = kind_of(params)
-    check_required(kind, params)
-    return Decoded(kind=kind, fmt=fmt, charset=codec, params=params)
+    return params
 
 
 def _sniff(body: bytes) -> Format:

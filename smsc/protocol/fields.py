@@ -102,3 +102,11 @@ LOG_VALUE_MAX: Final = 64
 def log_ids(params: dict[str, str]) -> dict[str, str]:
     """The identifying parameters present in `params`, ready to bind to a log line."""
     return {name: params[name][:LOG_VALUE_MAX] for name in LOG_FIELDS if params.get(name)}
+
+
+def event_ids(params: dict[str, str]) -> dict[str, str]:
+    """The kind, `id` and `phone` of an event, for log lines and dead letters."""
+    return {
+        "kind": kind_of(params).value,
+        **{k: params[k][:LOG_VALUE_MAX] for k in ("id", "phone") if params.get(k)},
+    }

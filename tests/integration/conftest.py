@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -11,20 +11,19 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from redis import Redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.serializers import JSONSerializer
 
 from ingress.app import create_app
 from smsc.settings import Settings
 from tests.payloads import SECRET
-from workers import jobs
 from workers.db import create_database_if_missing, migrate
-from workers.store import Store
+from workers.runner import run
 
 # Our own database and Redis database number: the fixtures empty them, and nothing else.
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/smsc_test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-TABLES = ("status_events", "messages", "incoming_messages", "call_confirmations")
+TABLES = ("status_events", "messages", "incoming_messages", "call_confirmations", "dead_letters")
 
 
 def service_env(**overrides: str) -> dict[str, str]:
@@ -89,16 +88,6 @@ def queue(settings: Settings, redis_db: Redis) -> Queue:
 
 
 @pytest.fixture
-def drain(settings: Settings, queue: Queue, redis_db: Redis) -> Iterator[Any]:
+def drain(settings: Settings) -> Callable[[], None]:
     """Run a burst worker in this process until the queue is empty (as `worker --burst` does)."""
-    store = Store(settings.database_url)
-    jobs.install(jobs.WorkerContext(settings=settings, store=store))
-
-    def run() -> None:
-        SimpleWorker([queue], connection=redis_db, serializer=JSONSerializer).work(
-            burst=True, logging_level="WARNING"
-        )
-
-    yield run
-    store.close()
-    jobs.install(None)
+    return lambda: run(settings, burst=True)

@@ -11,17 +11,15 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.registry import FailedJobRegistry
-from rq.serializers import JSONSerializer
 
 from ingress.app import create_app
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
 from tests.integration.test_ingress import CASES, post
 from tests.payloads import SAMPLES, Request, build
-from workers import jobs
-from workers.store import Store
+from workers.runner import run
 
 Drain = Callable[[], None]
 
@@ -38,14 +36,7 @@ async def test_every_variant_lands_in_its_table(
     settings = Settings.from_env(service_env(SMSC_HASH=algorithm))
     async with TestClient(TestServer(create_app(settings))) as client:
         assert (await post(client, build(kind, fmt, charset, algorithm)))[0] == 200
-    store = Store(settings.database_url)
-    jobs.install(jobs.WorkerContext(settings=settings, store=store))
-    try:
-        queue = Queue(settings.queue, connection=redis_db, serializer=JSONSerializer)
-        SimpleWorker([queue], connection=redis_db, serializer=JSONSerializer).work(burst=True)
-    finally:
-        store.close()
-        jobs.install(None)
+    run(settings, burst=True)
     if kind == "status":
         assert rows(
             db, "SELECT message_id, phone, status, status_at, params->>'sender' FROM status_events"
@@ -193,15 +184,21 @@ async def test_copies_make_one_row(client: TestClient[Any, Any], drain: Drain, d
     assert counts == [1, 1, 1, 1]
 
 
-async def test_unreadable_value_fails_the_job_with_its_reason(
+async def test_unreadable_value_is_dead_lettered_alone(
     client: TestClient[Any, Any], queue: Queue, drain: Drain, db: Any
 ) -> None:
-    """A signed status whose `status` is no number is kept as a failed job with a readable reason."""
+    """A signed status whose `status` is no number goes to the dead letter with a readable reason."""
     await send(client, build("status", params={**SAMPLES["status"], "status": "delivered"}))
     drain()
     assert rows(db, "SELECT count(*) FROM status_events") == [(0,)]
-    registry = FailedJobRegistry(queue=queue)
-    (job_id,) = registry.get_job_ids()
-    job = queue.fetch_job(job_id)
-    assert job is not None
-    assert "status 'delivered' is not a whole number" in (job.latest_result().exc_string or "")
+    assert rows(db, "SELECT kind, event_ref, phone, error_class, reason, attempts FROM dead_letters") == [
+        (
+            "status",
+            "1001",
+            "79998887766",
+            "PermanentError",
+            "status: status 'delivered' is not a whole number",
+            1,
+        )
+    ]
+    assert FailedJobRegistry(queue=queue).count == 0
