@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format replay clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -29,6 +29,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Requeue dead letters after a fix: make replay ARGS="--reason charset --dry-run" (see smsc-ingest replay -h).
+replay: $(STAMP)
+	$(BIN)/smsc-ingest replay $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
