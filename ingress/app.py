@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,12 +12,14 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from ingress.backpressure import QueueWatch
 from ingress.enqueue import Enqueuer
 from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
 from smsc.exceptions import BadRequest, InvalidSignature
 from smsc.protocol import RawRequest, decode, verify
 from smsc.protocol.fields import log_ids
 from smsc.protocol.raw import redact_query
+from smsc.queue import queue_key
 from smsc.settings import Settings
 
 log = structlog.get_logger("smsc.ingress")
@@ -24,6 +27,7 @@ log = structlog.get_logger("smsc.ingress")
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
+WATCH = web.AppKey("watch", QueueWatch)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -49,7 +53,11 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     )
     app[REDIS] = client
     app[ENQUEUER] = Enqueuer(client, settings)
+    app[WATCH] = watch = QueueWatch(client, queue_key(settings), settings.max_queue)
+    task = asyncio.create_task(watch.run())
     yield
+    watch.stop()
+    await task
     await client.aclose()
 
 
@@ -59,11 +67,25 @@ async def receive(request: web.Request) -> web.Response:
     rid = uuid.uuid4().hex
     received_at = time.time()
     bound = log.bind(rid=rid, peer=request.remote)
+    if request.app[WATCH].full:
+        bound.warning("request_not_stored", code=503, reason="queue full", length=request.app[WATCH].length)
+        return web.Response(status=503, text="temporarily unavailable: queue full\n")
+    too_large = f"body over {settings.max_body} bytes"
+    if (request.content_length or 0) > settings.max_body:
+        bound.warning("request_rejected", code=413, reason=too_large)
+        refused = web.Response(status=413, text=f"{too_large}\n")
+        # The body is left unread: close the connection rather than drain it.
+        refused.force_close()
+        return refused
     try:
-        body = await request.read()
+        async with asyncio.timeout(settings.read_timeout):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        bound.warning("request_rejected", code=413, reason=f"body over {settings.max_body} bytes")
-        raise
+        bound.warning("request_rejected", code=413, reason=too_large)
+        return web.Response(status=413, text=f"{too_large}\n")
+    except TimeoutError:
+        bound.warning("request_rejected", code=408, reason=f"body not received in {settings.read_timeout} s")
+        return web.Response(status=408, text="body too slow\n")
     query = request.rel_url.raw_query_string
     content_type = request.headers.get("Content-Type", "")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import zlib
@@ -235,3 +236,43 @@ def test_sign_helper_is_independent() -> None:
         sign("call", {"phone": "79998887766", "ts": "1"}, "md5", "s")
         == hashlib.md5(b"79998887766:1:s").hexdigest()
     )
+
+
+async def test_back_pressure_answers_503_above_the_queue_limit(redis_db: Redis, db: Any) -> None:
+    """Past SMSC_MAX_QUEUE queued jobs the ingress answers 503 without storing; below it, 200 again."""
+    settings = settings_with(SMSC_MAX_QUEUE="2")
+    async with TestClient(TestServer(create_app(settings))) as client:
+        assert (await post(client, build("call")))[0] == 200
+        assert (await post(client, build("status")))[0] == 200
+        await asyncio.sleep(1.2)  # the queue length is read in the background, twice a second
+        status, text = await post(client, build("incoming"))
+        assert (status, text) == (503, "temporarily unavailable: queue full\n")
+        assert Queue(settings.queue, connection=redis_db).count == 2
+        redis_db.delete(f"rq:queue:{settings.queue}")
+        await asyncio.sleep(1.2)
+        assert (await post(client, build("incoming")))[0] == 200
+
+
+async def test_slow_body_is_cut_off_with_408(redis_db: Redis, db: Any) -> None:
+    """A client that does not send its announced body within SMSC_READ_TIMEOUT gets 408, nothing queued."""
+    settings = settings_with(SMSC_READ_TIMEOUT="1")
+    async with TestClient(TestServer(create_app(settings))) as client:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nid=1&phone=")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=20)
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408")
+    assert Queue(settings.queue, connection=redis_db).count == 0
+
+
+async def test_announced_oversize_body_is_refused_before_reading(redis_db: Redis, db: Any) -> None:
+    """A Content-Length over the limit gets 413 at once, though the body is never sent."""
+    settings = settings_with(SMSC_MAX_BODY="1024")
+    async with TestClient(TestServer(create_app(settings))) as client:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=20)
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 413")
