@@ -5,8 +5,10 @@ from typing import Final
 # The RQ job the ingress enqueues; the worker imports it by this path.
 JOB_FUNCTION: Final = "workers.jobs.process"
 
-# Results are in PostgreSQL; keeping RQ's copy would only fill Redis.
-JOB_RESULT_TTL_SECONDS: Final = 0
+# Results are in PostgreSQL, so RQ's copy only needs to live briefly. Not 0: with 0 RQ 3.0 deletes
+# the job at once, walking its executions, and fails a job retried after its worker was killed
+# ("Execution ... not found in Redis") although its rows were committed.
+JOB_RESULT_TTL_SECONDS: Final = 60
 
 # Redis calls of the ingress: the gateway must never wait long on us.
 REDIS_SOCKET_TIMEOUT_SECONDS: Final = 2.0

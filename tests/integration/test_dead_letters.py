@@ -14,8 +14,8 @@ from rq.registry import FailedJobRegistry
 from ingress.app import create_app
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
+from tests.integration.procs import COMMAND, environment
 from tests.integration.test_ingress import post
-from tests.integration.test_processes import COMMAND, environment
 from tests.payloads import SAMPLES, build
 from workers.deadletter import Filter, find, replay
 from workers.runner import run

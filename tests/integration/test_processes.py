@@ -2,88 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.integration.conftest import service_env
-from tests.payloads import SAMPLES, Request, build
-
-COMMAND = str(Path(sys.executable).with_name("smsc-ingest"))
-
-
-def environment(**overrides: str) -> dict[str, str]:
-    return {**os.environ, **service_env(**overrides)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.procs import COMMAND, Ingress, environment, post_all, run_workers
+from tests.payloads import SAMPLES, build
 
 
 @pytest.fixture
 def ingress(redis_db: Any, db: Any) -> Iterator[str]:
-    """A real `smsc-ingest serve` process on a free loopback port; yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [COMMAND, "serve", "--port", str(port)],
-        env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("ingress did not start listening")
-    yield base
-    proc.terminate()
-    assert proc.wait(timeout=20) == 0
-
-
-async def post_all(base: str, requests: list[Request], concurrency: int = 32) -> list[int]:
-    """POST every request, `concurrency` at a time; return the status codes."""
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(session: aiohttp.ClientSession, r: Request) -> int:
-        async with (
-            limit,
-            session.post(
-                f"{base}/smsc?{r.query}", data=r.body, headers={"Content-Type": r.content_type}
-            ) as resp,
-        ):
-            return resp.status
-
-    async with aiohttp.ClientSession() as session:
-        return await asyncio.gather(*(one(session, r) for r in requests))
-
-
-def run_workers(count: int) -> None:
-    """Start `count` burst workers at the same moment and wait until all have drained the queue."""
-    procs = [
-        subprocess.Popen([COMMAND, "worker", "--burst"], env=environment(), stderr=subprocess.PIPE)
-        for _ in range(count)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=90)
-        assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    """A real `smsc-ingest serve` process; yields its base URL and checks it exits cleanly on SIGTERM."""
+    server = Ingress()
+    yield server.base
+    assert server.stop() == 0
 
 
 def count(db: Any, table: str) -> int:

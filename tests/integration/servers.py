@@ -1,0 +1,128 @@
+"""Throwaway redis-server and PostgreSQL for fault tests: killed and restarted at will, in a temp
+dir, on free loopback ports, so the machine's shared services are never disturbed."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from redis import Redis
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+
+
+def redis_answers(url: str) -> bool:
+    client = Redis.from_url(url, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def wait_until(check: object, timeout: float, what: str) -> None:
+    """Poll `check()` until it is true; fail after `timeout` seconds (every loop here is bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: BLE001, S110 - a server coming up refuses connections for a while
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class ThrowawayRedis:
+    """redis-server with AOF and appendfsync always in `directory`: every acknowledged write is on disk."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--logfile",
+                "redis.log",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(lambda: redis_answers(self.url), 20, "redis-server to answer")
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis stops answering but keeps its connections, like a stalled server."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything that was not already on disk."""
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=20)
+        self._proc = None
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster made with initdb in `directory`, started and stopped with pg_ctl."""
+
+    def __init__(self, directory: Path) -> None:
+        self.bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/smsc_fault"
+        # PostgreSQL refuses to run as root; CI runs as root, so the cluster belongs to `postgres`.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(directory, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [*self._as, str(self.bindir / tool), *args], check=True, capture_output=True, timeout=120
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "pg.log"), "-w", "start"
+        )
+
+    def stop(self) -> None:
+        """An immediate stop: connections are cut as in a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
