@@ -111,7 +111,7 @@ async def receive(request: web.Request) -> web.Response:
         body=body,
     )
     try:
-        job_id = await request.app[ENQUEUER].submit([raw])
+        job_id = await request.app[ENQUEUER].submit(raw)
     except (RedisError, OSError) as e:
         bound.error("request_not_stored", code=503, reason=f"redis: {type(e).__name__}: {e}")
         return web.Response(status=503, text="temporarily unavailable\n")

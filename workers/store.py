@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from smsc.exceptions import PermanentError, TransientError
 from smsc.protocol.normalize import (
+    CallConfirmation,
     Event,
     IncomingMessage,
     StatusEvent,
@@ -35,6 +36,7 @@ INSERT INTO status_events (
     %(received_at)s
 )
 ON CONFLICT ON CONSTRAINT status_events_event_key DO NOTHING
+RETURNING 1
 """
 
 # An older status arriving late never overwrites a newer one: the row only moves forward in
@@ -58,6 +60,7 @@ INSERT INTO incoming_messages (
     %(server_received_at)s, %(params)s, %(request_id)s, %(received_at)s
 )
 ON CONFLICT (id) DO NOTHING
+RETURNING 1
 """
 
 INSERT_CALL = """
@@ -68,6 +71,7 @@ INSERT INTO call_confirmations (
     %(params)s, %(request_id)s, %(received_at)s
 )
 ON CONFLICT (phone, called_at) DO NOTHING
+RETURNING 1
 """
 
 # A replay that fails again re-arms the same row, counting the attempt.
@@ -129,7 +133,7 @@ class Store:
         with self._translated():
             try:
                 with self._transaction() as cur:
-                    return [_write(cur, item, job_id) for item in items]
+                    return _write(cur, items, job_id)
             except psycopg.Error as e:
                 if _is_transient(e) or (len(items) == 1 and items[0].event is None):
                     raise
@@ -137,7 +141,7 @@ class Store:
             for item in items:
                 try:
                     with self._transaction() as cur:
-                        outcomes.append(_write(cur, item, job_id))
+                        outcomes += _write(cur, [item], job_id)
                 except psycopg.Error as e:
                     if _is_transient(e):
                         raise
@@ -145,7 +149,7 @@ class Store:
                         item.raw, None, PermanentError(f"database refused the row: {e}"), item.ids
                     )
                     with self._transaction() as cur:
-                        outcomes.append(_write(cur, refused, job_id, type(e).__name__))
+                        outcomes += _write(cur, [refused], job_id, type(e).__name__)
             return outcomes
 
     def purge_dead_letters(self, days: int) -> int:
@@ -179,37 +183,69 @@ def _is_transient(e: psycopg.Error) -> bool:
 
 
 def _write(
-    cur: psycopg.Cursor[tuple[Any, ...]], item: Pending, job_id: str, error_class: str = ""
-) -> Outcome:
-    raw, event = item.raw, item.event
-    received_at = datetime.fromtimestamp(raw.received_at, UTC)
-    if event is None:
-        error = item.error or PermanentError("unknown")
-        ids = item.ids or {}
-        cur.execute(
-            UPSERT_DEAD_LETTER,
-            {
-                "request_id": raw.rid,
-                "job_id": job_id,
-                "kind": ids.get("kind"),
-                "event_ref": ids.get("id"),
-                "phone": ids.get("phone"),
-                "error_class": error_class or type(error).__name__,
-                "reason": error.reason,
-                "raw": Jsonb(raw.to_json()),
-                "received_at": received_at,
-            },
-        )
-        return Outcome(item, "dead_letter", error.reason)
-    row = asdict(event)
+    cur: psycopg.Cursor[tuple[Any, ...]], items: Sequence[Pending], job_id: str, error_class: str = ""
+) -> list[Outcome]:
+    """Write a batch with one pipelined statement per table, rows in key order.
+
+    The same key order in every transaction keeps two workers writing copies of the same events
+    from deadlocking on each other's unique-index entries.
+    """
+    outcomes: dict[int, Outcome] = {}
+    dead = sorted((i for i, item in enumerate(items) if item.event is None), key=lambda i: items[i].raw.rid)
+    if dead:
+        cur.executemany(UPSERT_DEAD_LETTER, [_dead_row(items[i], job_id, error_class) for i in dead])
+        for i in dead:
+            error = items[i].error or PermanentError("unknown")
+            outcomes[i] = Outcome(items[i], "dead_letter", error.reason)
+    rows = {i: _row(item) for i, item in enumerate(items) if item.event is not None}
+    statuses = sorted(
+        (i for i in rows if isinstance(items[i].event, StatusEvent)), key=lambda i: _status_key(rows[i])
+    )
+    incoming = sorted(
+        (i for i in rows if isinstance(items[i].event, IncomingMessage)), key=lambda i: rows[i]["id"]
+    )
+    calls = sorted(
+        (i for i in rows if isinstance(items[i].event, CallConfirmation)),
+        key=lambda i: (rows[i]["phone"], rows[i]["called_at"]),
+    )
+    for sql, group in ((INSERT_STATUS_EVENT, statuses), (INSERT_INCOMING, incoming), (INSERT_CALL, calls)):
+        if not group:
+            continue
+        cur.executemany(sql, [rows[i] for i in group], returning=True)
+        for i, _ in zip(group, cur.results(), strict=True):
+            outcomes[i] = Outcome(items[i], "stored" if cur.fetchone() else "duplicate")
+        if sql is INSERT_STATUS_EVENT:
+            by_message = sorted(group, key=lambda i: (rows[i]["message_id"], rows[i]["phone"]))
+            cur.executemany(UPSERT_MESSAGE, [rows[i] for i in by_message])
+    return [outcomes[i] for i in range(len(items))]
+
+
+def _row(item: Pending) -> dict[str, Any]:
+    event = item.event
+    assert event is not None
+    row = {f.name: getattr(event, f.name) for f in fields(event)}
     row["params"] = Jsonb(event.params)
-    row["request_id"] = raw.rid
-    row["received_at"] = received_at
-    if isinstance(event, StatusEvent):
-        cur.execute(INSERT_STATUS_EVENT, row)
-        new = cur.rowcount == 1
-        cur.execute(UPSERT_MESSAGE, row)
-    else:
-        cur.execute(INSERT_INCOMING if isinstance(event, IncomingMessage) else INSERT_CALL, row)
-        new = cur.rowcount == 1
-    return Outcome(item, "stored" if new else "duplicate")
+    row["request_id"] = item.raw.rid
+    row["received_at"] = datetime.fromtimestamp(item.raw.received_at, UTC)
+    return row
+
+
+def _dead_row(item: Pending, job_id: str, error_class: str) -> dict[str, Any]:
+    error = item.error or PermanentError("unknown")
+    ids = item.ids or {}
+    return {
+        "request_id": item.raw.rid,
+        "job_id": job_id,
+        "kind": ids.get("kind"),
+        "event_ref": ids.get("id"),
+        "phone": ids.get("phone"),
+        "error_class": error_class or type(error).__name__,
+        "reason": error.reason,
+        "raw": Jsonb(item.raw.to_json()),
+        "received_at": datetime.fromtimestamp(item.raw.received_at, UTC),
+    }
+
+
+def _status_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    at = row["status_at"]
+    return (row["message_id"], row["phone"], row["status"], at is not None, at.timestamp() if at else 0.0)

@@ -91,3 +91,12 @@ def queue(settings: Settings, redis_db: Redis) -> Queue:
 def drain(settings: Settings) -> Callable[[], None]:
     """Run a burst worker in this process until the queue is empty (as `worker --burst` does)."""
     return lambda: run(settings, burst=True)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_processes() -> Iterator[None]:
+    """Whatever a test started is gone after it, even when the test failed half-way."""
+    yield
+    from tests.integration.procs import reap
+
+    reap()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,27 @@ from tests.payloads import Request
 
 COMMAND = str(Path(sys.executable).with_name("smsc-ingest"))
 
+# Every process a test starts, so that none outlives its test (see `reap`).
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(args: list[str], env: dict[str, str], stderr: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start a process in its own session: its children (RQ's scheduler) die with its group."""
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    STARTED.append(proc)
+    return proc
+
+
+def reap() -> None:
+    """Kill what a test left running (a test that failed half-way), process groups included."""
+    while STARTED:
+        proc = STARTED.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=20)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
 
 def environment(**overrides: str) -> dict[str, str]:
     """The process environment plus the test deployment's settings."""
@@ -29,12 +51,7 @@ class Ingress:
     def __init__(self, **overrides: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [COMMAND, "serve", "--port", str(self.port)],
-            env=environment(**overrides),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.proc = spawn([COMMAND, "serve", "--port", str(self.port)], environment(**overrides))
         wait_until(lambda: port_open(self.port), 20, "the ingress")
 
     def stop(self) -> int:
@@ -45,9 +62,7 @@ class Ingress:
 
 def start_worker(*args: str, log: int = subprocess.DEVNULL, **overrides: str) -> subprocess.Popen[bytes]:
     """`smsc-ingest worker [args]`; its log goes to `log` (a pipe the caller reads, or nowhere)."""
-    return subprocess.Popen(
-        [COMMAND, "worker", *args], env=environment(**overrides), stdout=subprocess.DEVNULL, stderr=log
-    )
+    return spawn([COMMAND, "worker", *args], environment(**overrides), log)
 
 
 def run_workers(count: int, **overrides: str) -> None:
