@@ -24,11 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, configure logging and run the chosen command."""
     parser = argparse.ArgumentParser(prog="smsc-ingest", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP ingress")
-    serve.add_argument("--host", default=os.environ.get("SMSC_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("SMSC_PORT", "8080")))
-    worker = commands.add_parser("worker", help="run one RQ worker that stores events in PostgreSQL")
-    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    serving = commands.add_parser("serve", help="run the HTTP ingress")
+    serving.add_argument("--host", default=os.environ.get("SMSC_HOST", "127.0.0.1"))
+    serving.add_argument("--port", type=int, default=int(os.environ.get("SMSC_PORT", "8080")))
+    serving.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("SMSC_INGRESS_PROCESSES", "1")),
+        help="processes sharing the port (SO_REUSEPORT); one per core is a good start",
+    )
+    working = commands.add_parser("worker", help="run one RQ worker that stores events in PostgreSQL")
+    working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
     replay = commands.add_parser("replay", help="requeue dead-lettered requests (after a fix)")
     _filters(replay)
@@ -46,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.command == "serve":
-            _serve(settings, args.host, args.port)
+            from ingress.serve import serve
+
+            return serve(settings, args.host, args.port, max(1, args.workers))
         elif args.command == "worker":
             from workers.runner import run
 
@@ -64,24 +72,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smsc-ingest: {e.reason}", file=sys.stderr)
         return 2
     return 0
-
-
-def _serve(settings: Settings, host: str, port: int) -> None:
-    from aiohttp import web
-
-    from ingress.app import create_app
-
-    app = create_app(settings)
-    log.info(
-        "ingress_starting",
-        host=host,
-        port=port,
-        hash=settings.hash_algorithm.value,
-        signed=bool(settings.secret),
-        queue=settings.queue,
-    )
-    # aiohttp's access log prints the query string, which holds the secret: our own line replaces it.
-    web.run_app(app, host=host, port=port, access_log=None, print=None)
 
 
 def _migrate(settings: Settings) -> None:

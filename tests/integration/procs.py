@@ -48,10 +48,11 @@ def environment(**overrides: str) -> dict[str, str]:
 class Ingress:
     """`smsc-ingest serve` on a free loopback port."""
 
-    def __init__(self, **overrides: str) -> None:
+    def __init__(self, processes: int = 1, **overrides: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = spawn([COMMAND, "serve", "--port", str(self.port)], environment(**overrides))
+        args = [COMMAND, "serve", "--port", str(self.port), "--workers", str(processes)]
+        self.proc = spawn(args, environment(**overrides))
         wait_until(lambda: port_open(self.port), 20, "the ingress")
 
     def stop(self) -> int:

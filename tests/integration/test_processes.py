@@ -82,3 +82,19 @@ def test_serve_refuses_without_secret() -> None:
     )
     assert proc.returncode == 2
     assert b"SMSC_SECRET" in proc.stderr
+
+
+async def test_prefork_ingress_shares_the_port(redis_db: Any, db: Any) -> None:
+    """`serve --workers 2` runs two processes on one port; both store, and SIGTERM stops all cleanly."""
+    server = Ingress(processes=2)
+    try:
+        children = subprocess.run(
+            ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(children) == 2
+        sent = [build("call", params={**SAMPLES["call"], "ts": str(1_700_000_000 + i)}) for i in range(100)]
+        assert await post_all(server.base, sent) == [200] * 100
+    finally:
+        assert server.stop() == 0
+    run_workers(1)
+    assert count(db, "call_confirmations") == 100

@@ -1,0 +1,86 @@
+"""Running the ingress: one process, or N pre-forked processes sharing the port (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+import structlog
+from aiohttp import web
+
+from ingress.app import create_app
+from smsc.settings import Settings
+
+log = structlog.get_logger("smsc.ingress")
+
+
+def serve(settings: Settings, host: str, port: int, processes: int) -> int:
+    """Serve until SIGTERM/SIGINT; with `processes` > 1 the kernel spreads connections over them."""
+    create_app(settings)  # refuse to start (no secret...) before forking anything
+    log.info(
+        "ingress_starting",
+        host=host,
+        port=port,
+        processes=processes,
+        hash=settings.hash_algorithm.value,
+        signed=bool(settings.secret),
+        queue=settings.queue,
+    )
+    if processes == 1:
+        _run(settings, host, port, reuse_port=False)
+        return 0
+    children = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _run(settings, host, port, reuse_port=True)
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    return _supervise(children)
+
+
+def _run(settings: Settings, host: str, port: int, *, reuse_port: bool) -> None:
+    # aiohttp's access log prints the query string, which holds the secret: our own line replaces it.
+    web.run_app(
+        create_app(settings), host=host, port=port, reuse_port=reuse_port, access_log=None, print=None
+    )
+
+
+def _supervise(children: list[int]) -> int:
+    """Pass SIGTERM/SIGINT on to the children and wait for them; if one dies on its own, stop all,
+    so that the service manager restarts a whole, healthy ingress."""
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            _kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    exit_code = 0
+    running = set(children)
+    while running:
+        pid, status = os.wait()
+        running.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            log.error("ingress_process_died", pid=pid, code=code)
+            forward(signal.SIGTERM, None)
+            exit_code = 1
+        elif code != 0:
+            exit_code = code if code > 0 else 1
+    return exit_code
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return
