@@ -24,6 +24,7 @@ _DURATION = re.compile(r"(?:(?:([0-9]{1,10}):)?([0-9]{1,10}):)?([0-9]{1,10})")
 _OVERTIME = re.compile(
     r"^[ \t]*overtime:[ \t]*([0-9]{1,6}):([0-9]{2})[ \t]*(?:\r?\n|\r?\Z)", re.MULTILINE | re.IGNORECASE
 )
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _LOCAL_TIME_FORMATS = ("%d.%m.%y %H:%M:%S", "%d.%m.%Y %H:%M:%S")
 T = TypeVar("T")
 _INT32 = 1 << 31
@@ -121,8 +122,9 @@ Event = StatusEvent | IncomingMessage | CallConfirmation
 
 def normalize(decoded: Decoded, tz: ZoneInfo) -> Event:
     """Turn a decoded event into typed values; `tz` is the account time zone of a status's `time`."""
-    # PostgreSQL text and jsonb cannot hold NUL; a visible replacement beats losing the event.
-    p = {k.replace("\x00", "\ufffd"): v.replace("\x00", "\ufffd") for k, v in decoded.params.items()}
+    # PostgreSQL text and jsonb cannot hold NUL, nor UTF-8 a lone surrogate (a JSON "\ud800"
+    # escape): a visible replacement beats losing the event.
+    p = {_storable(k): _storable(v) for k, v in decoded.params.items()}
     if decoded.kind is Kind.INCOMING:
         return IncomingMessage(
             id=_required(_int(p, "id", _INT64)),
@@ -186,6 +188,10 @@ def normalize(decoded: Decoded, tz: ZoneInfo) -> Event:
         ringtime=_duration(p, "ringtime"),
         params=p,
     )
+
+
+def _storable(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _required(value: T | None) -> T:

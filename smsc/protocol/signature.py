@@ -44,7 +44,8 @@ def verify(decoded: Decoded, algorithm: HashAlgorithm, secret: str) -> None:
         if others:
             raise InvalidSignature(f"hash algorithm {others[0]} is not the configured one")
         raise InvalidSignature("no hash parameter")
-    candidate = received.strip().lower().encode("utf-8")
+    # surrogatepass: a JSON "\ud800" escape is no hash, but must be refused, not crash.
+    candidate = received.strip().lower().encode("utf-8", "surrogatepass")
     if hmac.compare_digest(candidate, secret.lower().encode("utf-8")):
         raise InvalidSignature("the secret itself was sent in place of a hash")
     text = control_string(decoded, secret)
