@@ -74,7 +74,7 @@ async def receive(request: web.Request) -> web.Response:
     if (request.content_length or 0) > settings.max_body:
         bound.warning("request_rejected", code=413, reason=too_large)
         refused = web.Response(status=413, text=f"{too_large}\n")
-        # The body is left unread: close the connection rather than drain it.
+        # The body is left unread: the connection is not kept alive for another request.
         refused.force_close()
         return refused
     try:

@@ -331,6 +331,15 @@ def test_nul_characters_are_replaced(kind: str, field: str, attribute: str) -> N
     assert not any("\x00" in k or "\x00" in v for k, v in e.params.items())
 
 
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff"])
+def test_lone_surrogates_are_replaced(surrogate: str) -> None:
+    """A lone surrogate (a JSON escape UTF-8 cannot carry) in `mes` becomes U+FFFD."""
+    e = event("incoming", mes=f"a{surrogate}b")
+    assert isinstance(e, IncomingMessage)
+    assert e.text == "a\ufffdb"
+    assert e.params["mes"].encode("utf-8") == "a\ufffdb".encode()
+
+
 PERMANENT = [
     ("status", "status", "abc"),
     ("status", "status", "1.5"),

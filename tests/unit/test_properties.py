@@ -1,0 +1,340 @@
+"""Properties of the pure protocol core on generated input: which exceptions may leave it, and when."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from smsc.exceptions import BadRequest, InvalidSignature, PermanentError
+from smsc.protocol.decode import Decoded, decode, peek
+from smsc.protocol.fields import HashAlgorithm
+from smsc.protocol.normalize import IncomingMessage, normalize
+from smsc.protocol.signature import verify
+from tests.payloads import ALGORITHMS, CHARSETS, CONTROL, FORMATS, KINDS, PY_CODEC, SECRET, build
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Charset names as a sender might spell them: ours, aliases, Python's text and bytes transforms, junk.
+CHARSET_NAMES = st.one_of(
+    st.sampled_from(CHARSETS),
+    st.sampled_from(["UTF8", "cp1251", "KOI8_R", "latin-1", "utf-16", "utf-8-sig", "idna", "rot13"]),
+    st.sampled_from(["base64", "hex", "zlib", "punycode", "mbcs", "", " ", "\x00", "utf-8\x00", "..."]),
+    st.text(max_size=12),
+)
+QUERY_PIECES = st.one_of(
+    st.sampled_from(["&", "=", "%", "%D0%9F", "%ff", "%00", "%2", "%%", "+", "fmt=2", "fmt=3", "waitcall=1"]),
+    st.sampled_from(["id=1", "phone=7", "status=1", "mes=", "to=1", "ts=1", "md5=", "sha1=", "crc32="]),
+    CHARSET_NAMES.map(lambda name: f"charset={name}"),
+    st.text(max_size=8),
+)
+QUERIES = st.lists(QUERY_PIECES, max_size=12).map("".join)
+BODY_PIECES = st.one_of(
+    st.sampled_from([b"{", b"}", b"[", b"]", b'"', b":", b",", b"<", b">", b"</", b"/>", b"\xef\xbb\xbf"]),
+    st.sampled_from([b'"charset": "', b"<charset>", b"</charset>", b"<?xml version='1.0' encoding='", b"?>"]),
+    st.sampled_from([b"<!DOCTYPE r [<!ENTITY a 'x'>]>", b"&a;", b"&#0;", b"<![CDATA[", b"]]>", b"1e999"]),
+    QUERY_PIECES.map(lambda piece: piece.encode("utf-8", "surrogatepass")),
+    st.binary(max_size=8),
+)
+# The first bytes pick the format: most bodies start as JSON or XML would, the rest as anything.
+BODIES = st.builds(
+    bytes.__add__,
+    st.sampled_from([b"", b"{", b"<", b" \xef\xbb\xbf{", b"\n<?xml version='1.0'?>"]),
+    st.binary(max_size=300) | st.lists(BODY_PIECES, max_size=24).map(b"".join),
+)
+CONTENT_TYPES = st.one_of(
+    st.text(max_size=40),
+    st.builds(
+        "{}; {}={}{}{}".format,
+        st.sampled_from(["application/json", "text/xml", "application/x-www-form-urlencoded", ""]),
+        st.sampled_from(["charset", "CHARSET", "Charset ", "charset\t"]),
+        st.sampled_from(["", '"', "'"]),
+        CHARSET_NAMES,
+        st.sampled_from(["", '"', "'", ";", "; boundary=x"]),
+    ),
+)
+DEFAULT_CHARSETS = st.sampled_from(CHARSETS)
+
+
+@PROPERTY
+@given(body=BODIES, query=QUERIES, content_type=CONTENT_TYPES, default_charset=DEFAULT_CHARSETS)
+def test_decode_of_anything_returns_or_raises_bad_request(
+    body: bytes, query: str, content_type: str, default_charset: str
+) -> None:
+    """Any bytes, query string and Content-Type decode to an event or raise BadRequest, nothing else."""
+    try:
+        decoded = decode(body, query, content_type, default_charset)
+    except BadRequest:
+        return
+    assert isinstance(decoded, Decoded)
+    assert decoded.charset in set(PY_CODEC.values())
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in decoded.params.items())
+
+
+@PROPERTY
+@given(body=BODIES, query=QUERIES, content_type=CONTENT_TYPES, default_charset=DEFAULT_CHARSETS)
+def test_peek_of_anything_never_raises(
+    body: bytes, query: str, content_type: str, default_charset: str
+) -> None:
+    """peek() returns a dict of text for any request at all, and never raises."""
+    ids = peek(body, query, content_type, default_charset)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in ids.items())
+
+
+PROTOCOL_NAMES = (
+    *("id", "phone", "status", "mes", "to", "ts", "waitcall", "time", "sent", "sms_id", "smsc", "cnt"),
+    *("type", "cost", "flag", "err", "syserr", "sender", "dtmf", "cmt", "imsi", "msc", "mcc", "mnc"),
+    *("cn", "net", "rcn", "rnet", "calltime", "callmenu", "ringtime", "charset", "fmt", *ALGORITHMS),
+)
+KEYS = st.one_of(
+    st.sampled_from(PROTOCOL_NAMES),
+    st.from_regex(r"[a-z_][a-z0-9_.-]{0,8}", fullmatch=True),
+    st.text(max_size=8),
+)
+DIGITS = st.from_regex(r"[+-]?[0-9]{1,12}", fullmatch=True)
+ODD_VALUES = [
+    *("", " ", "\x00", "1\x002", "\U0001f600", "1.5", "1,25", "NaN", "-Infinity", "1e999999999", "1_000"),
+    *(
+        "14.11.23 22:13:20",
+        "31.02.2023 25:61:61",
+        "01:02:03",
+        "99999999:59:59",
+        "overtime: 01:30\nhi",
+        "0x10",
+    ),
+    *("65536", "-1", "9" * 40, "9" * 5000, "١٢٣", "\r\n", " 7 ", "1700000000.123456789", "<x>&amp;</x>"),
+]
+# Unix times around the ends of what datetime holds, and past them.
+UNIX_TIMES = st.one_of(
+    st.from_regex(r"[0-9]{1,15}(\.[0-9]{1,9})?", fullmatch=True),
+    st.sampled_from(["253402300799", "253402300800", "999999999999999", "-62135596800", "0.000000001"]),
+)
+VALUES = st.one_of(
+    DIGITS,
+    st.sampled_from(ODD_VALUES),
+    st.from_regex(r"[0-9]{1,400}", fullmatch=True),
+    st.text(alphabet="Съешь же ещё этих мягких булок ЁЙъ\x00\U0001f4e8\n\t", max_size=30),
+    st.text(max_size=30),
+)
+# JSON may carry nested values, numbers and literals where the protocol has text.
+JSON_VALUES = st.one_of(
+    VALUES,
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | VALUES,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+        max_leaves=8,
+    ),
+)
+
+
+@st.composite
+def records(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> dict[str, Any]:
+    """Parameters of an event: often the control fields of a kind, plus random names and values."""
+    record = draw(st.dictionaries(KEYS, values, max_size=10))
+    kind = draw(st.sampled_from((*KINDS, None)))
+    if kind is not None:
+        fields = {name: draw(st.one_of(DIGITS, values)) for name in (*CONTROL[kind], "id")}
+        if kind == "call":
+            fields["waitcall"] = "1"
+        times = st.dictionaries(st.sampled_from(["ts", "sent", "time"]), UNIX_TIMES, max_size=3)
+        fields.update(draw(times))
+        record = {**record, **fields} if draw(st.booleans()) else {**fields, **record}
+    return record
+
+
+def xml_document(record: dict[str, Any], shape: str) -> str:
+    """An XML body of `record` written here: elements, attributes, or wrapped in an outer element."""
+    if shape == "attributes":
+        attributes = "".join(f" {k}={quoteattr(str(v))}" for k, v in record.items())
+        return f"<r><s{attributes}/></r>"
+    elements = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in record.items())
+    return (
+        f"<result><status>{elements}</status></result>"
+        if shape == "wrapped"
+        else f"<result>{elements}</result>"
+    )
+
+
+@st.composite
+def structured_requests(draw: st.DrawFn) -> tuple[bytes, str, str]:
+    """Body, query and Content-Type of a form, JSON or XML request of a random record, in a random
+    charset declared in one place or none (characters the charset lacks become `?`)."""
+    fmt = draw(st.sampled_from(FORMATS))
+    charset = draw(st.sampled_from(CHARSETS))
+    codec = PY_CODEC[charset]
+    record = draw(records(JSON_VALUES if fmt == "json" else VALUES))
+    declared = draw(st.sampled_from(["query", "content-type", "xml-declaration", "nowhere"]))
+    query = {"fmt": {"form": "", "xml": "2", "json": "3"}[fmt]} if draw(st.booleans()) else {}
+    content_type = draw(
+        st.sampled_from(["", "application/json", "text/xml", "application/x-www-form-urlencoded"])
+    )
+    if declared == "query":
+        query["charset"] = charset
+    elif declared == "content-type":
+        content_type = f"{content_type or 'text/plain'}; charset={charset}"
+    if fmt == "form":
+        text = urlencode({str(k): str(v) for k, v in record.items()}, encoding=codec, errors="replace")
+    elif fmt == "json":
+        body: Any = {"result": record} if draw(st.booleans()) else record
+        text = json.dumps(body, ensure_ascii=draw(st.booleans()))
+    else:
+        text = xml_document(record, draw(st.sampled_from(["elements", "attributes", "wrapped"])))
+        if declared == "xml-declaration":
+            text = f'<?xml version="1.0" encoding="{charset}"?>{text}'
+    return text.encode(codec, errors="replace"), urlencode(query), content_type
+
+
+@PROPERTY
+@given(request=structured_requests(), default_charset=DEFAULT_CHARSETS, secret=st.text(max_size=12))
+def test_structured_request_decodes_normalizes_and_verifies_or_fails_cleanly(
+    request: tuple[bytes, str, str], default_charset: str, secret: str
+) -> None:
+    """A built form, JSON or XML request decodes or raises BadRequest; then normalize raises at most
+    PermanentError and verify at most InvalidSignature."""
+    body, query, content_type = request
+    try:
+        decoded = decode(body, query, content_type, default_charset)
+    except BadRequest:
+        return
+    for algorithm in HashAlgorithm:
+        with contextlib.suppress(InvalidSignature):
+            verify(decoded, algorithm, secret)
+    with contextlib.suppress(PermanentError):
+        normalize(decoded, MOSCOW)
+
+
+# Names the protocol gives no meaning to, so normalize has nothing to refuse in them.
+NEUTRAL_KEYS = KEYS.filter(lambda name: name not in PROTOCOL_NAMES)
+MESSAGES = st.one_of(
+    st.text(),
+    st.text(alphabet='Съешь же ещё этих мягких булок ЁЙъ\x00\U0001f4e8\r\n\t"\\{}<>&', max_size=60),
+    st.sampled_from(ODD_VALUES),
+)
+
+
+@PROPERTY
+@given(
+    mes=MESSAGES,
+    extra=st.dictionaries(NEUTRAL_KEYS, VALUES, max_size=6),
+    declared=st.sampled_from(["query", "body", "content-type", "default"]),
+    wrapped=st.booleans(),
+    ensure_ascii=st.booleans(),
+    default_charset=DEFAULT_CHARSETS,
+)
+def test_utf8_json_mes_survives_decode_and_normalize_exactly(
+    mes: str, extra: dict[str, str], declared: str, wrapped: bool, ensure_ascii: bool, default_charset: str
+) -> None:
+    """The `mes` of an incoming SMS in utf-8 JSON comes out of decode exactly as sent, and out of
+    normalize with only NUL replaced by U+FFFD."""
+    record = {**extra, "id": "5001", "phone": "79998887766", "mes": mes, "to": "79001234567"}
+    query, content_type = "fmt=3", "application/json"
+    if declared == "query":
+        query += "&charset=utf-8"
+    elif declared == "body":
+        record["charset"] = "utf-8"
+    elif declared == "content-type":
+        content_type += "; charset=utf-8"
+    else:
+        default_charset = "utf-8"
+    body = json.dumps({"result": record} if wrapped else record, ensure_ascii=ensure_ascii).encode("utf-8")
+    decoded = decode(body, query, content_type, default_charset)
+    assert decoded.kind == "incoming"
+    assert decoded.params["mes"] == mes
+    event = normalize(decoded, MOSCOW)
+    assert isinstance(event, IncomingMessage)
+    assert event.text == mes.replace("\x00", "\ufffd")
+
+
+SECRETS = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
+PHONES = st.from_regex(r"\+?[0-9]{5,15}", fullmatch=True)
+
+
+def texts(fmt: str, charset: str) -> st.SearchStrategy[str]:
+    """Text the charset can carry; XML cannot carry most control characters, nor a bare CR (below)."""
+    codec = PY_CODEC[charset]
+    if fmt == "xml":
+        letters = st.characters(codec=codec, exclude_categories=["Cc", "Cs"]) | st.sampled_from("\t\n")
+    else:
+        letters = st.characters(codec=codec, exclude_categories=["Cs"])
+    return st.text(letters, max_size=40)
+
+
+@st.composite
+def signed_requests(draw: st.DrawFn) -> tuple[str, str, str, str, dict[str, str]]:
+    """Kind, format, charset, algorithm and valid-ish parameters of a request the gateway would sign."""
+    kind = draw(st.sampled_from(KINDS))
+    fmt = draw(st.sampled_from(FORMATS))
+    # The vendor: with fmt, koi8-r is not used.
+    charset = draw(st.sampled_from(CHARSETS if fmt == "form" else ("utf-8", "windows-1251")))
+    # Mostly what the gateway sends; sometimes any text the required-field check lets through.
+    odd = texts(fmt, charset).filter(str.strip)
+    params = {
+        "phone": draw(PHONES | odd),
+        "id": draw(st.integers(min_value=1, max_value=2**63 - 1).map(str) | odd),
+    }
+    if kind == "status":
+        params["status"] = draw(st.integers(min_value=-3, max_value=100).map(str) | odd)
+    elif kind == "incoming":
+        params.update(mes=draw(texts(fmt, charset)), to=draw(PHONES | odd))
+    else:
+        params.update(waitcall="1", ts=draw(st.integers(min_value=0, max_value=2**34).map(str) | odd))
+    extra = st.dictionaries(st.sampled_from(["sms_id", "time", "cnt", "cost", "sender", "account"]), DIGITS)
+    return kind, fmt, charset, draw(st.sampled_from(ALGORITHMS)), {**draw(extra), **params}
+
+
+@PROPERTY
+@given(request=signed_requests(), secret=SECRETS, other=SECRETS, default_charset=DEFAULT_CHARSETS)
+def test_signed_request_verifies_only_with_its_secret(
+    request: tuple[str, str, str, str, dict[str, str]], secret: str, other: str, default_charset: str
+) -> None:
+    """A request signed as the gateway signs it verifies with its secret and algorithm, and md5 or sha1
+    never verify with another secret."""
+    kind, fmt, charset, algorithm, params = request
+    r = build(kind, fmt, charset, algorithm, params, secret=secret)
+    decoded = decode(r.body, r.query, r.content_type, default_charset)
+    assert decoded.kind == kind
+    verify(decoded, HashAlgorithm(algorithm), secret)
+    if algorithm != "crc32" and other != secret:
+        with pytest.raises(InvalidSignature):
+            verify(decoded, HashAlgorithm(algorithm), other)
+
+
+@PROPERTY
+@example(hash_value="\ud800", algorithm="md5")
+@given(
+    hash_value=st.tuples(st.text(max_size=4), st.characters(categories=["Cs"]), st.text(max_size=4)).map(
+        "".join
+    ),
+    algorithm=st.sampled_from(ALGORITHMS),
+)
+def test_hash_with_a_lone_surrogate_is_an_invalid_signature(hash_value: str, algorithm: str) -> None:
+    """A JSON hash parameter holding a lone surrogate escape is refused with InvalidSignature."""
+    record = {"id": "1001", "phone": "79998887766", "status": "1", algorithm: hash_value}
+    decoded = decode(json.dumps(record).encode("ascii"), "fmt=3&charset=utf-8", "application/json", "utf-8")
+    with pytest.raises(InvalidSignature):
+        verify(decoded, HashAlgorithm(algorithm), SECRET)
+
+
+# Text both utf-8 and windows-1251 carry, which XML can hold.
+XML_1251_TEXT = texts("xml", "windows-1251")
+
+
+@PROPERTY
+@example(mes="Привет,\r\nмир", charset="utf-8")
+@given(
+    mes=st.builds("{}{}{}".format, XML_1251_TEXT, st.sampled_from(["\r", "\r\n"]), XML_1251_TEXT),
+    charset=st.sampled_from(["utf-8", "windows-1251"]),
+)
+def test_xml_sms_with_a_carriage_return_verifies(mes: str, charset: str) -> None:
+    """An incoming SMS whose text holds a CR, sent as XML and signed by the gateway, verifies."""
+    params = {"id": "5001", "phone": "79998887766", "mes": mes, "to": "79001234567"}
+    r = build("incoming", "xml", charset, "md5", params)
+    verify(decode(r.body, r.query, r.content_type, "windows-1251"), HashAlgorithm.MD5, SECRET)
