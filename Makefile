@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format replay clean
+.PHONY: install run test lint format replay clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -45,3 +45,10 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+# About 3 minutes: ingress, workers and end-to-end figures against references (see bench/README.md);
+# writes bench-results/latest.json. Uses the database smsc_bench and Redis database 14 only.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@$(BIN)/python -c 'import uvloop' 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check uvloop
+	$(BIN)/python -m bench
