@@ -12,6 +12,8 @@ from rq import Queue
 from rq.registry import FailedJobRegistry
 
 from ingress.app import create_app
+from smsc.protocol.raw import RawRequest
+from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
 from tests.integration.procs import COMMAND, environment
@@ -140,3 +142,34 @@ async def test_cli_lists_shows_and_replays(settings: Settings, db: Any) -> None:
     assert count(db, "dead_letters WHERE replayed_at IS NULL") == 1
     assert "1 dead letter(s) replayed" in cli("replay", "--reason", "cost")
     assert "0 dead letter(s)" in cli("dead-letter", "list")
+
+
+async def test_a_row_postgres_refuses_is_dead_lettered_alone(
+    settings: Settings, db: Any, redis_db: Any
+) -> None:
+    """In one job, a status whose cost overflows PostgreSQL's numeric is dead-lettered alone; its
+    neighbour is stored."""
+    too_big = build("status", params={**SAMPLES["status"], "cost": "1e200000"})
+    call = build("call")
+    raws = [
+        RawRequest(f"r{i}", time.time(), r.query, r.content_type, r.body)
+        for i, r in enumerate((too_big, call))
+    ]
+    with redis_db.pipeline(transaction=True) as pipe:
+        stage_job(pipe, build_job(raws, settings), settings)
+        pipe.execute()
+    run(settings, burst=True)
+    assert (count(db, "status_events"), count(db, "call_confirmations")) == (0, 1)
+    (letter,) = find(settings, Filter())
+    assert letter.error_class == "NumericValueOutOfRange"
+    assert letter.reason.startswith("database refused the row")
+
+
+async def test_old_dead_letters_are_purged(settings: Settings, db: Any) -> None:
+    """Dead letters older than SMSC_DEAD_LETTER_DAYS are deleted by the workers; newer ones stay."""
+    await ingest(settings, build("status", params={**SAMPLES["status"], "ts": "x"}))
+    run(settings, burst=True)
+    db.execute("UPDATE dead_letters SET failed_at = now() - interval '31 days'")
+    await ingest(settings, build("status", params={**SAMPLES["status"], "id": "2", "ts": "y"}))
+    run(settings, burst=True)
+    assert [x.reason for x in find(settings, Filter())] == ["status: ts 'y' is not a unix time"]
