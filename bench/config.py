@@ -1,0 +1,60 @@
+"""Names, sizes and durations of the benchmark, in one place."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+RESULTS_DIR: Final = ROOT / "bench-results"
+LOG_DIR: Final = RESULTS_DIR / "logs"
+WRK_SCRIPT: Final = Path(__file__).resolve().parent / "wrk" / "load.lua"
+SMSC_INGEST: Final = str(Path(sys.executable).with_name("smsc-ingest"))
+
+# Our own PostgreSQL database and Redis database number: the benchmark empties these, nothing else.
+DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/smsc_bench"
+REDIS_URL: Final = "redis://127.0.0.1:6379/14"
+HOST: Final = "127.0.0.1"
+SECRET: Final = "bench-Secret_7"  # noqa: S105 - the benchmark's own, protects nothing
+QUEUE: Final = "bench"  # SMSC_QUEUE of the product under test
+REF_QUEUE: Final = "bench-ref"  # the RQ references' queue
+R2_LIST: Final = "bench:r2"  # where reference R2 LPUSHes
+
+RUNS: Final = 3
+
+# 1. Ingress: wrk starts requests for WRK_WINDOW_MS, then waits for the answers of those in flight.
+WRK_CONNECTIONS: Final = 64
+WRK_WINDOW_MS: Final = 4500
+INGRESS_PAYLOADS: Final = 2000
+
+# 2. Workers: a pre-filled queue of raw requests in jobs of JOB_SIZE, as a grouping ingress makes them.
+WORKER_EVENTS: Final = 40_000
+JOB_SIZE: Final = 100
+REF_JOBS: Final = 2000
+CEILING_ROWS: Final = 20_000
+CEILING_BATCH: Final = 500
+WORKER_TIMEOUT_SECONDS: Final = 90.0
+
+# 3. End to end: wrk paced at E2E_RATE for E2E_SECONDS, cut into E2E_WINDOWS for the figures.
+E2E_RATE: Final = 3000
+E2E_SECONDS: Final = 21
+E2E_WINDOWS: Final = 3
+E2E_CONNECTIONS: Final = 64
+E2E_DRAIN_SECONDS: Final = 5.0  # all events stored within this after the load stops: it kept up
+E2E_WAIT_SECONDS: Final = 10.0  # how long to wait for the backlog at most
+
+
+def product_env(**overrides: str) -> dict[str, str]:
+    """The environment of a product process: ours, less any SMSC_* setting of the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMSC_")}
+    env.update(
+        SMSC_SECRET=SECRET,
+        SMSC_HASH="md5",
+        SMSC_QUEUE=QUEUE,
+        DATABASE_URL=DATABASE_URL,
+        REDIS_URL=REDIS_URL,
+    )
+    env.update(overrides)
+    return env
