@@ -4,6 +4,13 @@ One write is in flight at a time. Requests that arrive meanwhile wait, and the m
 they all go out together, as one job in one MULTI/EXEC. Each request is answered only once the
 write holding it was acknowledged. Under light load a batch is a single request and nothing waits;
 under heavy load batches grow by themselves, up to MAX_BATCH requests or MAX_BATCH_BYTES of bodies.
+
+Between the two, a steady stream (thousands a second, each parsed long before the next arrives)
+would make jobs of one or two requests, and a worker pays RQ's cost per job, not per request. So,
+like PostgreSQL's commit_delay, a write lingers up to LINGER_SECONDS for company, but only while
+requests come densely (the last one less than LINGER_SECONDS after the one before) and only as long
+as more keep arriving: a lone request is written at once, and clients that all wait for their
+answer are not kept waiting for others that cannot come.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from smsc.settings import Settings
 
 MAX_BATCH = 200
 MAX_BATCH_BYTES = 1 << 20
+LINGER_SECONDS = 0.005
+LINGER_STEPS = 5
 
 
 class Enqueuer:
@@ -28,10 +37,15 @@ class Enqueuer:
         self._settings = settings
         self._waiting: list[tuple[RawRequest, asyncio.Future[str]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._last_arrival = 0.0
+        self._gap = float("inf")
 
     async def submit(self, raw: RawRequest) -> str:
         """Store `raw` in the next job; return that job's id. Raises the write's redis error."""
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._gap, self._last_arrival = now - self._last_arrival, now
+        done: asyncio.Future[str] = loop.create_future()
         self._waiting.append((raw, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all())
@@ -41,6 +55,8 @@ class Enqueuer:
     async def _write_all(self) -> None:
         try:
             while self._waiting:
+                if self._gap < LINGER_SECONDS:
+                    await self._linger()
                 batch = self._take()
                 try:
                     job_id = await self._write([raw for raw, _ in batch])
@@ -54,6 +70,15 @@ class Enqueuer:
                             done.set_result(job_id)
         finally:
             self._writer = None
+
+    async def _linger(self) -> None:
+        for _ in range(LINGER_STEPS):
+            seen = len(self._waiting)
+            if seen >= MAX_BATCH:
+                return
+            await asyncio.sleep(LINGER_SECONDS / LINGER_STEPS)
+            if len(self._waiting) == seen:
+                return
 
     def _take(self) -> list[tuple[RawRequest, asyncio.Future[str]]]:
         size = 0

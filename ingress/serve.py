@@ -7,6 +7,7 @@ import signal
 from types import FrameType
 
 import structlog
+import uvloop
 from aiohttp import web
 
 from ingress.app import create_app
@@ -46,8 +47,15 @@ def serve(settings: Settings, host: str, port: int, processes: int) -> int:
 
 def _run(settings: Settings, host: str, port: int, *, reuse_port: bool) -> None:
     # aiohttp's access log prints the query string, which holds the secret: our own line replaces it.
+    # uvloop: the same asyncio, with a faster event loop and sockets.
     web.run_app(
-        create_app(settings), host=host, port=port, reuse_port=reuse_port, access_log=None, print=None
+        create_app(settings),
+        host=host,
+        port=port,
+        reuse_port=reuse_port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
     )
 
 
