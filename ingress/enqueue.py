@@ -8,9 +8,9 @@ under heavy load batches grow by themselves, up to MAX_BATCH requests or MAX_BAT
 Between the two, a steady stream (thousands a second, each parsed long before the next arrives)
 would make jobs of one or two requests, and a worker pays RQ's cost per job, not per request. So,
 like PostgreSQL's commit_delay, a write lingers up to LINGER_SECONDS for company, but only while
-requests come densely (the last one less than LINGER_SECONDS after the one before) and only as long
-as more keep arriving: a lone request is written at once, and clients that all wait for their
-answer are not kept waiting for others that cannot come.
+requests come densely (the last one less than LINGER_SECONDS after the one before), only while the
+batch is small, and only as long as more keep arriving: a lone request is written at once, and
+clients that all wait for their answers are not kept waiting for others that cannot come.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from smsc.settings import Settings
 
 MAX_BATCH = 200
 MAX_BATCH_BYTES = 1 << 20
-LINGER_SECONDS = 0.005
-LINGER_STEPS = 5
+LINGER_SECONDS = 0.010
+LINGER_STEP = 0.001
+# A batch this large has company enough: saturated clients all waiting are not kept waiting.
+LINGER_TARGET = 16
 
 
 class Enqueuer:
@@ -72,11 +74,11 @@ class Enqueuer:
             self._writer = None
 
     async def _linger(self) -> None:
-        for _ in range(LINGER_STEPS):
+        waited = 0.0
+        while waited < LINGER_SECONDS and len(self._waiting) < LINGER_TARGET:
             seen = len(self._waiting)
-            if seen >= MAX_BATCH:
-                return
-            await asyncio.sleep(LINGER_SECONDS / LINGER_STEPS)
+            await asyncio.sleep(LINGER_STEP)
+            waited += LINGER_STEP
             if len(self._waiting) == seen:
                 return
 

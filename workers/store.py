@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -132,38 +132,43 @@ class Store:
         """
         with self._translated():
             try:
-                with self._transaction() as cur:
-                    return _write(cur, items, job_id)
+                with self._transaction() as conn:
+                    written = _write(conn, items, job_id)
+                return written()
             except psycopg.Error as e:
                 if _is_transient(e) or (len(items) == 1 and items[0].event is None):
                     raise
             outcomes = []
             for item in items:
                 try:
-                    with self._transaction() as cur:
-                        outcomes += _write(cur, [item], job_id)
+                    with self._transaction() as conn:
+                        written = _write(conn, [item], job_id)
+                    outcomes += written()
                 except psycopg.Error as e:
                     if _is_transient(e):
                         raise
                     refused = Pending(
                         item.raw, None, PermanentError(f"database refused the row: {e}"), item.ids
                     )
-                    with self._transaction() as cur:
-                        outcomes += _write(cur, [refused], job_id, type(e).__name__)
+                    with self._transaction() as conn:
+                        written = _write(conn, [refused], job_id, type(e).__name__)
+                    outcomes += written()
             return outcomes
 
     def purge_dead_letters(self, days: int) -> int:
         """Delete dead letters older than `days`; return how many."""
-        with self._translated(), self._transaction() as cur:
+        with self._translated(), self._transaction() as conn, conn.cursor() as cur:
             cur.execute(PURGE_DEAD_LETTERS, {"days": days})
-            return cur.rowcount
+        return cur.rowcount
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Cursor[tuple[Any, ...]]]:
+    def _transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A transaction in pipeline mode: BEGIN, every statement and COMMIT go in one round trip,
+        and results (and errors) arrive when the block ends."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url)
-        with self._conn.transaction(), self._conn.cursor() as cur:
-            yield cur
+        with self._conn.pipeline(), self._conn.transaction():
+            yield self._conn
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -183,9 +188,10 @@ def _is_transient(e: psycopg.Error) -> bool:
 
 
 def _write(
-    cur: psycopg.Cursor[tuple[Any, ...]], items: Sequence[Pending], job_id: str, error_class: str = ""
-) -> list[Outcome]:
-    """Write a batch with one pipelined statement per table, rows in key order.
+    conn: psycopg.Connection[tuple[Any, ...]], items: Sequence[Pending], job_id: str, error_class: str = ""
+) -> Callable[[], list[Outcome]]:
+    """Queue a batch's statements: one per table, rows in key order; return what reads the outcomes
+    once the pipeline has synced.
 
     The same key order in every transaction keeps two workers writing copies of the same events
     from deadlocking on each other's unique-index entries.
@@ -193,7 +199,9 @@ def _write(
     outcomes: dict[int, Outcome] = {}
     dead = sorted((i for i, item in enumerate(items) if item.event is None), key=lambda i: items[i].raw.rid)
     if dead:
-        cur.executemany(UPSERT_DEAD_LETTER, [_dead_row(items[i], job_id, error_class) for i in dead])
+        conn.cursor().executemany(
+            UPSERT_DEAD_LETTER, [_dead_row(items[i], job_id, error_class) for i in dead]
+        )
         for i in dead:
             error = items[i].error or PermanentError("unknown")
             outcomes[i] = Outcome(items[i], "dead_letter", error.reason)
@@ -208,16 +216,23 @@ def _write(
         (i for i in rows if isinstance(items[i].event, CallConfirmation)),
         key=lambda i: (rows[i]["phone"], rows[i]["called_at"]),
     )
+    inserted: list[tuple[list[int], psycopg.Cursor[tuple[Any, ...]]]] = []
     for sql, group in ((INSERT_STATUS_EVENT, statuses), (INSERT_INCOMING, incoming), (INSERT_CALL, calls)):
-        if not group:
-            continue
-        cur.executemany(sql, [rows[i] for i in group], returning=True)
-        for i, _ in zip(group, cur.results(), strict=True):
-            outcomes[i] = Outcome(items[i], "stored" if cur.fetchone() else "duplicate")
-        if sql is INSERT_STATUS_EVENT:
-            by_message = sorted(group, key=lambda i: (rows[i]["message_id"], rows[i]["phone"]))
-            cur.executemany(UPSERT_MESSAGE, [rows[i] for i in by_message])
-    return [outcomes[i] for i in range(len(items))]
+        if group:
+            cur = conn.cursor()
+            cur.executemany(sql, [rows[i] for i in group], returning=True)
+            inserted.append((group, cur))
+    if statuses:
+        by_message = sorted(statuses, key=lambda i: (rows[i]["message_id"], rows[i]["phone"]))
+        conn.cursor().executemany(UPSERT_MESSAGE, [rows[i] for i in by_message])
+
+    def read() -> list[Outcome]:
+        for group, cur in inserted:
+            for i, _ in zip(group, cur.results(), strict=True):
+                outcomes[i] = Outcome(items[i], "stored" if cur.fetchone() else "duplicate")
+        return [outcomes[i] for i in range(len(items))]
+
+    return read
 
 
 def _row(item: Pending) -> dict[str, Any]:
