@@ -28,7 +28,9 @@ MAX_BATCH_BYTES = 1 << 20
 LINGER_SECONDS = 0.010
 LINGER_STEP = 0.001
 # A batch this large has company enough: saturated clients all waiting are not kept waiting.
-LINGER_TARGET = 16
+LINGER_TARGET = 32
+# Steps in a row that bring no request before lingering stops (one is often just timer jitter).
+LINGER_PATIENCE = 2
 
 
 class Enqueuer:
@@ -74,13 +76,12 @@ class Enqueuer:
             self._writer = None
 
     async def _linger(self) -> None:
-        waited = 0.0
-        while waited < LINGER_SECONDS and len(self._waiting) < LINGER_TARGET:
+        waited, idle = 0.0, 0
+        while waited < LINGER_SECONDS and len(self._waiting) < LINGER_TARGET and idle < LINGER_PATIENCE:
             seen = len(self._waiting)
             await asyncio.sleep(LINGER_STEP)
             waited += LINGER_STEP
-            if len(self._waiting) == seen:
-                return
+            idle = idle + 1 if len(self._waiting) == seen else 0
 
     def _take(self) -> list[tuple[RawRequest, asyncio.Future[str]]]:
         size = 0
