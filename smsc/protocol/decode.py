@@ -53,11 +53,12 @@ def decode(body: bytes, query: str, content_type: str, default_charset: str) -> 
     Parameters of the query string (the handler URL's own) are kept; the body wins on a clash.
     """
     fmt = _sniff(body)
-    codec = codec_for(_charset_name(body, fmt, query, content_type) or default_charset)
+    forms = _Forms(body, query, fmt)
+    codec = codec_for(_charset_name(body, fmt, forms, content_type) or default_charset)
     if fmt is not Format.FORM and codec == CHARSETS["koi8-r"]:
         # The vendor: "with fmt, the koi8-r encoding is not used"; its default applies instead.
         codec = CHARSETS[DEFAULT_CHARSET]
-    params = _read(body, query, fmt, codec)
+    params = _read(body, forms, fmt, codec)
     kind = kind_of(params)
     check_required(kind, params)
     return Decoded(kind=kind, fmt=fmt, charset=codec, params=params)
@@ -70,21 +71,34 @@ def peek(body: bytes, query: str, content_type: str, default_charset: str) -> di
     except BadRequest:
         try:
             # Latin-1 reads any bytes: the ASCII ids survive even where the charset is wrong.
-            params = _read(body, query, _sniff(body), "latin-1")
+            fmt = _sniff(body)
+            params = _read(body, _Forms(body, query, fmt), fmt, "latin-1")
         except BadRequest:
             return {}
     return event_ids(params)
 
 
-def _read(body: bytes, query: str, fmt: Format, codec: str) -> dict[str, str]:
-    params = _parse_form(query, codec, "query string")
-    text = _text(body, codec)
+class _Forms:
+    """The query string and a form body parsed once, as Latin-1 text: one character per byte, so
+    the charset can be looked up first and every name and value decoded with it afterwards."""
+
+    def __init__(self, body: bytes, query: str, fmt: Format) -> None:
+        # A query string off the wire is ASCII; anything else is taken as its UTF-8 bytes.
+        self.query = _latin_form(query.encode("utf-8", "surrogatepass").decode("latin-1"))
+        if fmt is Format.FORM:
+            self.body = _latin_form(body.removeprefix(b"\xef\xbb\xbf").decode("latin-1"))
+        else:
+            self.body = {}
+
+
+def _read(body: bytes, forms: _Forms, fmt: Format, codec: str) -> dict[str, str]:
+    params = _recode(forms.query, codec, "query string")
     if fmt is Format.JSON:
-        params.update(_parse_json(text))
+        params.update(_parse_json(_text(body, codec)))
     elif fmt is Format.XML:
-        params.update(_parse_xml(text))
+        params.update(_parse_xml(_text(body, codec)))
     else:
-        params.update(_parse_form(text, codec, "body"))
+        params.update(_recode(forms.body, codec, "body"))
     return params
 
 
@@ -97,18 +111,18 @@ def _sniff(body: bytes) -> Format:
     return Format.FORM
 
 
-def _charset_name(body: bytes, fmt: Format, query: str, content_type: str) -> str | None:
+def _charset_name(body: bytes, fmt: Format, forms: _Forms, content_type: str) -> str | None:
     """The transmission charset: query string, then body, then Content-Type, then XML declaration.
 
     Charset names are ASCII and all three charsets extend ASCII, so a Latin-1 look finds the name
     before the body's real charset is known.
     """
-    found = _ascii_form(query).get("charset")
+    found = forms.query.get("charset")
     if found:
         return found
     latin = body.decode("latin-1")
     if fmt is Format.FORM:
-        found = _ascii_form(latin).get("charset")
+        found = forms.body.get("charset")
     else:
         match = (_JSON_CHARSET if fmt is Format.JSON else _XML_CHARSET).search(latin)
         found = match.group(1) if match else None
@@ -125,7 +139,7 @@ def _charset_name(body: bytes, fmt: Format, query: str, content_type: str) -> st
     return None
 
 
-def _ascii_form(text: str) -> dict[str, str]:
+def _latin_form(text: str) -> dict[str, str]:
     return dict(parse_qsl(text, keep_blank_values=True, encoding="latin-1"))
 
 
@@ -136,9 +150,9 @@ def _text(body: bytes, codec: str) -> str:
         raise BadRequest(f"body is not valid {codec} at byte {e.start}") from None
 
 
-def _parse_form(text: str, codec: str, where: str) -> dict[str, str]:
+def _recode(form: dict[str, str], codec: str, where: str) -> dict[str, str]:
     try:
-        return dict(parse_qsl(text, keep_blank_values=True, encoding=codec, errors="strict"))
+        return {k.encode("latin-1").decode(codec): v.encode("latin-1").decode(codec) for k, v in form.items()}
     except UnicodeDecodeError as e:
         raise BadRequest(f"{where} is not valid {codec}: {e.reason}") from None
 
