@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from ingress.app import create_app
 from smsc.settings import Settings
+from tests.integration.servers import ThrowawayRedis
 from tests.payloads import SECRET
 from workers.db import create_database_if_missing, migrate
 from workers.runner import run
@@ -100,3 +104,15 @@ def no_stray_processes() -> Iterator[None]:
     from tests.integration.procs import reap
 
     reap()
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    """A redis-server of our own with AOF (appendfsync always) in a temp dir, to pause or kill."""
+    directory = Path(tempfile.mkdtemp(prefix="smsc-redis-"))
+    server = ThrowawayRedis(directory)
+    server.start()
+    yield server
+    server.resume()
+    server.kill()
+    shutil.rmtree(directory, ignore_errors=True)

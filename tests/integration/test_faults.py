@@ -69,17 +69,6 @@ def waiting_on_lock(conn: psycopg.Connection[Any]) -> bool:
     return row is not None and row[0] > 0
 
 
-@pytest.fixture
-def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    """A redis-server with AOF (appendfsync always) in a temp dir, ours to kill."""
-    directory = Path(tempfile.mkdtemp(prefix="smsc-redis-"))
-    server = ThrowawayRedis(directory)
-    server.start()
-    yield server
-    server.kill()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
     """A PostgreSQL cluster of our own (initdb), with the schema applied, ours to stop."""

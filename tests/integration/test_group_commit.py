@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 from redis import Redis
@@ -26,56 +21,45 @@ from tests.integration.test_ingress import post
 from tests.payloads import SAMPLES, build
 
 
-@pytest.fixture
-def stallable_redis() -> Iterator[ThrowawayRedis]:
-    directory = Path(tempfile.mkdtemp(prefix="smsc-redis-"))
-    server = ThrowawayRedis(directory)
-    server.start()
-    yield server
-    server.resume()
-    server.kill()
-    shutil.rmtree(directory, ignore_errors=True)
-
-
 def job_sizes(settings: Settings) -> list[int]:
     queue = Queue(settings.queue, connection=Redis.from_url(settings.redis_url), serializer=JSONSerializer)
     return [len(job.args[0]) for job in queue.get_jobs()]
 
 
 async def test_requests_waiting_on_a_write_share_the_next_job(
-    stallable_redis: ThrowawayRedis, db: Any
+    throwaway_redis: ThrowawayRedis, db: Any
 ) -> None:
     """While one write hangs, the requests arriving meanwhile wait unanswered; they are then written
     together as one job, and each answered 200 only then."""
-    settings = Settings.from_env(service_env(REDIS_URL=stallable_redis.url))
+    settings = Settings.from_env(service_env(REDIS_URL=throwaway_redis.url))
     requests = [build("call", params={**SAMPLES["call"], "ts": str(1_700_000_000 + i)}) for i in range(60)]
     async with TestClient(TestServer(create_app(settings))) as client:
-        stallable_redis.pause()
+        throwaway_redis.pause()
         first = asyncio.create_task(post(client, requests[0]))
         await asyncio.sleep(0.2)  # the first write is now in flight, stuck in the paused Redis
         rest = [asyncio.create_task(post(client, r)) for r in requests[1:]]
         await asyncio.sleep(0.5)
         assert not first.done()
         assert not any(task.done() for task in rest)
-        stallable_redis.resume()
+        throwaway_redis.resume()
         answers = [await first, *[await task for task in rest]]
     assert [status for status, _ in answers] == [200] * 60
     assert sorted(job_sizes(settings)) == [1, 59]
 
 
-async def test_a_batch_is_capped(stallable_redis: ThrowawayRedis, db: Any) -> None:
+async def test_a_batch_is_capped(throwaway_redis: ThrowawayRedis, db: Any) -> None:
     """However many requests wait, a job holds at most MAX_BATCH of them."""
-    settings = Settings.from_env(service_env(REDIS_URL=stallable_redis.url))
+    settings = Settings.from_env(service_env(REDIS_URL=throwaway_redis.url))
     client = aioredis.Redis.from_url(settings.redis_url)
     enqueuer = Enqueuer(client, settings)
     r = build("call")
     raws = [RawRequest(f"r{i}", 1.0, r.query, r.content_type, r.body) for i in range(2 * MAX_BATCH + 1)]
-    stallable_redis.pause()
+    throwaway_redis.pause()
     first = asyncio.create_task(enqueuer.submit(raws[0]))
     await asyncio.sleep(0.2)
     rest = [asyncio.create_task(enqueuer.submit(raw)) for raw in raws[1:]]
     await asyncio.sleep(0.2)
-    stallable_redis.resume()
+    throwaway_redis.resume()
     await asyncio.gather(first, *rest)
     await client.aclose()
     assert sorted(job_sizes(settings)) == [1, MAX_BATCH, MAX_BATCH]
