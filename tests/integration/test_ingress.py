@@ -35,6 +35,18 @@ async def post(client: TestClient[Any, Any], r: Request, path: str = "/smsc") ->
     return resp.status, await resp.text()
 
 
+async def status_line(client: TestClient[Any, Any], raw: bytes, timeout: float = 20) -> bytes:
+    """Write `raw` bytes on a new connection and return the answer's status line only: after an
+    early answer aiohttp may linger reading a body that is never sent."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), timeout=timeout)
+    finally:
+        writer.close()
+
+
 def stored_requests(queue: Queue) -> list[dict[str, Any]]:
     """The raw requests of every job on the queue, as the worker will receive them."""
     found = []
@@ -257,12 +269,10 @@ async def test_slow_body_is_cut_off_with_408(redis_db: Redis, db: Any) -> None:
     """A client that does not send its announced body within SMSC_READ_TIMEOUT gets 408, nothing queued."""
     settings = settings_with(SMSC_READ_TIMEOUT="1")
     async with TestClient(TestServer(create_app(settings))) as client:
-        reader, writer = await asyncio.open_connection(client.host, client.port)
-        writer.write(b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nid=1&phone=")
-        await writer.drain()
-        status_line = await asyncio.wait_for(reader.readline(), timeout=20)
-        writer.close()
-    assert status_line.startswith(b"HTTP/1.1 408")
+        answer = await status_line(
+            client, b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nid=1&phone="
+        )
+    assert answer.startswith(b"HTTP/1.1 408")
     assert Queue(settings.queue, connection=redis_db).count == 0
 
 
@@ -270,9 +280,7 @@ async def test_announced_oversize_body_is_refused_before_reading(redis_db: Redis
     """A Content-Length over the limit gets 413 at once, though the body is never sent."""
     settings = settings_with(SMSC_MAX_BODY="1024")
     async with TestClient(TestServer(create_app(settings))) as client:
-        reader, writer = await asyncio.open_connection(client.host, client.port)
-        writer.write(b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
-        await writer.drain()
-        status_line = await asyncio.wait_for(reader.readline(), timeout=20)
-        writer.close()
-    assert status_line.startswith(b"HTTP/1.1 413")
+        answer = await status_line(
+            client, b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+        )
+    assert answer.startswith(b"HTTP/1.1 413")

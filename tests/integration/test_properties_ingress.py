@@ -7,7 +7,6 @@ Requests go over a raw socket, so that the method, the request target, the heade
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from rq.serializers import JSONSerializer
 
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
+from tests.integration.test_ingress import status_line
 from tests.payloads import CHARSETS, FORMATS, KINDS, PY_CODEC, SAMPLES, build
 
 ANSWERS = {200, 400, 403, 405, 408, 413}
@@ -73,16 +73,9 @@ async def send(client: TestClient[Any, Any], wire: Wire, max_body: int) -> int:
         half = len(wire.body) // 2
         chunks = [c for c in (wire.body[:half], wire.body[half:]) if c]
         payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
-    reader, writer = await asyncio.open_connection(client.host, client.port)
-    try:
-        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + payload)
-        await writer.drain()
-        # Only the status line: after an early answer aiohttp may linger reading an unsent body.
-        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
-    finally:
-        writer.close()
-    version, code, *_ = status_line.split(b" ", 2)
-    assert version.startswith(b"HTTP/1."), status_line
+    answer = await status_line(client, b"\r\n".join(head) + b"\r\n\r\n" + payload, timeout=10)
+    version, code, *_ = answer.split(b" ", 2)
+    assert version.startswith(b"HTTP/1."), answer
     return int(code)
 
 
