@@ -31,7 +31,8 @@ from smsc.settings import Settings
 from workers.db import connect
 
 SELECT_DEAD_LETTERS = """
-SELECT dead_letter_id, job_id, error_class, reason, attempts, raw, first_failed_at, failed_at, replayed_at
+SELECT dead_letter_id, job_id, kind, event_ref, phone, error_class, reason, attempts, raw,
+       first_failed_at, failed_at, replayed_at
 FROM dead_letters
 WHERE (%(include_replayed)s OR replayed_at IS NULL)
   AND (%(reason)s::text IS NULL OR position(lower(%(reason)s) IN lower(reason)) > 0)
@@ -138,7 +139,7 @@ def _from_postgres(settings: Settings, flt: Filter) -> list[DeadLetter]:
     with connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(SELECT_DEAD_LETTERS, params).fetchall()
     return [
-        _letter(
+        DeadLetter(
             id=str(row["dead_letter_id"]),
             where="postgres",
             job_id=row["job_id"],
@@ -149,10 +150,23 @@ def _from_postgres(settings: Settings, flt: Filter) -> list[DeadLetter]:
             first_failed_at=row["first_failed_at"],
             requests=[RawRequest.from_json(row["raw"])],
             replayed_at=row["replayed_at"],
-            settings=settings,
+            # What the worker could read of the request when it dead-lettered it.
+            ids=[
+                {
+                    k: v
+                    for k, v in (("kind", row["kind"]), ("id", row["event_ref"]), ("phone", row["phone"]))
+                    if v
+                }
+            ],
         )
         for row in rows
     ]
+
+
+def _stored_ids(row: dict[str, Any]) -> dict[str, str]:
+    """What the worker could read of the request when it dead-lettered it."""
+    named = {"kind": row["kind"], "id": row["event_ref"], "phone": row["phone"]}
+    return {k: v for k, v in named.items() if v}
 
 
 def _from_redis(settings: Settings, flt: Filter, redis: Redis | None = None) -> list[DeadLetter]:
@@ -177,7 +191,7 @@ def _job_letter(job: Job, settings: Settings) -> DeadLetter:
         requests = [RawRequest.from_json(item) for item in args]
     except (ValueError, TypeError, PermanentError):
         requests = []
-    return _letter(
+    return DeadLetter(
         id=job.id,
         where="redis",
         job_id=job.id,
@@ -188,7 +202,7 @@ def _job_letter(job: Job, settings: Settings) -> DeadLetter:
         failed_at=job.ended_at,
         first_failed_at=job.enqueued_at,
         requests=requests,
-        settings=settings,
+        ids=[peek(r.body, r.query, r.content_type, settings.default_charset) for r in requests],
     )
 
 
@@ -202,12 +216,6 @@ def _exception(text: str) -> tuple[str, str]:
             return match.group(1), message.split(": ", 1)[-1] if ": " in message else message
     due = _DUE_TO.search(text)
     return (due.group(1) if due else "unknown"), (lines[-1] if lines else "unknown")
-
-
-def _letter(settings: Settings, **fields: Any) -> DeadLetter:
-    requests: list[RawRequest] = fields["requests"]
-    ids = [peek(r.body, r.query, r.content_type, settings.default_charset) for r in requests]
-    return DeadLetter(ids=ids, **fields)
 
 
 def _matches(letter: DeadLetter, flt: Filter) -> bool:
