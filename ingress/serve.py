@@ -18,7 +18,7 @@ log = structlog.get_logger("smsc.ingress")
 
 def serve(settings: Settings, host: str, port: int, processes: int) -> int:
     """Serve until SIGTERM/SIGINT; with `processes` > 1 the kernel spreads connections over them."""
-    create_app(settings)  # refuse to start (no secret...) before forking anything
+    settings.require_secret()  # refuse to start before forking anything
     log.info(
         "ingress_starting",
         host=host,
