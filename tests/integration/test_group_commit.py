@@ -12,7 +12,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from ingress.app import create_app
-from ingress.enqueue import MAX_BATCH, Enqueuer
+from ingress.enqueue import MAX_BATCH, MAX_BATCH_BYTES, Enqueuer
 from smsc.protocol.raw import RawRequest
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
@@ -72,3 +72,21 @@ async def test_light_load_writes_one_request_per_job(
     for kind in ("status", "incoming", "call"):
         assert (await post(client, build(kind)))[0] == 200
     assert job_sizes(settings) == [1, 1, 1]
+
+
+async def test_a_batch_is_capped_in_bytes(throwaway_redis: ThrowawayRedis, db: Any) -> None:
+    """However many requests wait, a job holds at most MAX_BATCH_BYTES of bodies (or a single request)."""
+    settings = Settings.from_env(service_env(REDIS_URL=throwaway_redis.url))
+    client = aioredis.Redis.from_url(settings.redis_url)
+    enqueuer = Enqueuer(client, settings)
+    body = b"x" * (MAX_BATCH_BYTES // 4 + 1)  # four of them are one byte too many for a job
+    raws = [RawRequest(f"r{i}", 1.0, "", "", body) for i in range(9)]
+    throwaway_redis.pause()
+    first = asyncio.create_task(enqueuer.submit(raws[0]))
+    await asyncio.sleep(0.2)
+    rest = [asyncio.create_task(enqueuer.submit(raw)) for raw in raws[1:]]
+    await asyncio.sleep(0.2)
+    throwaway_redis.resume()
+    await asyncio.gather(first, *rest)
+    await client.aclose()
+    assert sorted(job_sizes(settings)) == [1, 2, 3, 3]
