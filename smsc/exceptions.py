@@ -30,3 +30,7 @@ class ConfigError(SmscError):
 
 class TransientError(SmscError):
     """A failure that a later try may not meet (database down, deadlock): retry."""
+
+
+class Conflict(PermanentError):
+    """An event whose key is already stored with other content: kept aside, both versions visible."""

@@ -1,4 +1,9 @@
-"""Writes of normalized events: one row per real event, deduplicated by PostgreSQL's unique keys."""
+"""Writes of normalized events: one row per real event, deduplicated by PostgreSQL's unique keys.
+
+A job's requests are written together in one transaction. If PostgreSQL refuses any of it, they are
+written again one by one, each under a savepoint, so that a poisoned request only ever costs its
+own row: it becomes a dead letter, and if even that is refused, a minimal dead letter that cannot be.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from smsc.exceptions import PermanentError, TransientError
+from smsc.exceptions import Conflict, PermanentError, TransientError
 from smsc.protocol.normalize import (
     CallConfirmation,
     Event,
@@ -19,25 +25,52 @@ from smsc.protocol.normalize import (
     StatusEvent,
 )
 from smsc.protocol.raw import RawRequest
+from smsc.text import one_line, storable
 from workers.db import connect
 
-INSERT_STATUS_EVENT = """
-INSERT INTO status_events (
-    message_id, phone, status, status_at, ts, status_time, err, syserr, cnt, type, cost,
-    flag, flag_message_type, flag_second_balance, flag_template, flag_template_kind,
-    sender, dtmf, cmt, overtime, imsi, msc, mcc, mnc, cn, net, rcn, rnet,
-    calltime, callmenu, ringtime, params, request_id, received_at
-) VALUES (
-    %(message_id)s, %(phone)s, %(status)s, %(status_at)s, %(ts)s, %(status_time)s, %(err)s,
-    %(syserr)s, %(cnt)s, %(type)s, %(cost)s, %(flag)s, %(flag_message_type)s,
-    %(flag_second_balance)s, %(flag_template)s, %(flag_template_kind)s, %(sender)s, %(dtmf)s,
-    %(cmt)s, %(overtime)s, %(imsi)s, %(msc)s, %(mcc)s, %(mnc)s, %(cn)s, %(net)s, %(rcn)s,
-    %(rnet)s, %(calltime)s, %(callmenu)s, %(ringtime)s, %(params)s, %(request_id)s,
-    %(received_at)s
+# Columns every event table has beside the event's own fields.
+_RECEIPT = ("request_id", "received_at")
+# An incoming SMS's content: what must be equal for a second copy of its `id` to be a duplicate.
+INCOMING_CONTENT = tuple(f.name for f in fields(IncomingMessage) if f.name not in ("id", "params"))
+
+
+def _insert(table: str, event: type[Event], conflict: str) -> sql.Composed:
+    """INSERT of every field of `event` plus the receipt columns, the column list derived from the
+    dataclass: a new protocol field costs a field, a column and a test, never a second list here."""
+    columns = [*(f.name for f in fields(event)), *_RECEIPT]
+    return sql.SQL("INSERT INTO {table} AS t ({columns}) VALUES ({values}) ").format(
+        table=sql.Identifier(table),
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(map(sql.Placeholder, columns)),
+    ) + sql.SQL(conflict)
+
+
+def _content(prefix: str) -> sql.Composed:
+    return sql.SQL("({})").format(
+        sql.SQL(", ").join(sql.Identifier(prefix, name) for name in INCOMING_CONTENT)
+    )
+
+
+INSERT_STATUS_EVENT = _insert(
+    "status_events",
+    StatusEvent,
+    "ON CONFLICT ON CONSTRAINT status_events_event_key DO NOTHING RETURNING 1",
 )
-ON CONFLICT ON CONSTRAINT status_events_event_key DO NOTHING
-RETURNING 1
-"""
+
+# A copy of a stored `id` with other content is no duplicate: its id may be forged (the hash does not
+# cover it). The no-op update locks the stored row, so a copy arriving concurrently is still compared,
+# and returns the stored version; `xmax = 0` tells a new row from that one. A true copy returns nothing.
+INSERT_INCOMING = _insert(
+    "incoming_messages", IncomingMessage, "ON CONFLICT (id) DO UPDATE SET id = t.id WHERE "
+) + sql.SQL("{} IS DISTINCT FROM {} RETURNING (t.xmax = 0), t.request_id, {}").format(
+    _content("t"),
+    _content("excluded"),
+    sql.SQL(", ").join(sql.Identifier("t", name) for name in INCOMING_CONTENT),
+)
+
+INSERT_CALL = _insert(
+    "call_confirmations", CallConfirmation, "ON CONFLICT (phone, called_at) DO NOTHING RETURNING 1"
+)
 
 # An older status arriving late never overwrites a newer one: the row only moves forward in
 # (status_at, status), and a status without any time sorts before every dated one.
@@ -49,29 +82,6 @@ SET status = EXCLUDED.status, status_at = EXCLUDED.status_at, err = EXCLUDED.err
     cost = coalesce(EXCLUDED.cost, m.cost), updated_at = now()
 WHERE (coalesce(EXCLUDED.status_at, '-infinity'), EXCLUDED.status)
     > (coalesce(m.status_at, '-infinity'), m.status)
-"""
-
-INSERT_INCOMING = """
-INSERT INTO incoming_messages (
-    id, sms_id, phone, to_phone, text, smsc, sent_at, server_received_at, params,
-    request_id, received_at
-) VALUES (
-    %(id)s, %(sms_id)s, %(phone)s, %(to_phone)s, %(text)s, %(smsc)s, %(sent_at)s,
-    %(server_received_at)s, %(params)s, %(request_id)s, %(received_at)s
-)
-ON CONFLICT (id) DO NOTHING
-RETURNING 1
-"""
-
-INSERT_CALL = """
-INSERT INTO call_confirmations (
-    phone, called_at, waitcall, calltime, callmenu, ringtime, params, request_id, received_at
-) VALUES (
-    %(phone)s, %(called_at)s, %(waitcall)s, %(calltime)s, %(callmenu)s, %(ringtime)s,
-    %(params)s, %(request_id)s, %(received_at)s
-)
-ON CONFLICT (phone, called_at) DO NOTHING
-RETURNING 1
 """
 
 # A replay that fails again re-arms the same row, counting the attempt.
@@ -93,6 +103,11 @@ PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE failed_at < now() - make_in
 _TRANSIENT_SQLSTATES = ("08", "53", "57", "40001", "40P01", "55P03")
 
 
+# What a write can raise for one request's own content: PostgreSQL's refusal, or text psycopg cannot
+# even encode (a lone surrogate). Anything else is a bug and fails the job, which RQ keeps.
+_REFUSALS = (psycopg.Error, ValueError)
+
+
 @dataclass(frozen=True)
 class Pending:
     """One raw request of a job: the event read from it, or why it could not be read."""
@@ -105,10 +120,11 @@ class Pending:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one request: a new row, a copy of a stored one, or a dead letter."""
+    """What happened to one request: a new row, a copy of a stored one, a dead letter, or a conflict
+    (an incoming SMS whose `id` is stored with other content; it is dead-lettered too)."""
 
     pending: Pending
-    result: str  # "stored" | "duplicate" | "dead_letter"
+    result: str  # "stored" | "duplicate" | "dead_letter" | "conflict"
     reason: str | None = None
 
 
@@ -127,32 +143,18 @@ class Store:
     def save(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
         """Store the events of a job and dead-letter the requests that cannot be stored.
 
-        All in one transaction; if PostgreSQL refuses a row, each request is written on its own so
-        that the bad one alone is dead-lettered. Raises TransientError when a retry may help.
+        Raises TransientError when a retry may help; a request's own content never fails the job.
         """
         with self._translated():
-            try:
-                with self._transaction() as conn:
-                    written = _write(conn, items, job_id)
-                return written()
-            except psycopg.Error as e:
-                if _is_transient(e) or (len(items) == 1 and items[0].event is None):
-                    raise
-            outcomes = []
-            for item in items:
-                try:
-                    with self._transaction() as conn:
-                        written = _write(conn, [item], job_id)
-                    outcomes += written()
-                except psycopg.Error as e:
-                    if _is_transient(e):
-                        raise
-                    refused = Pending(
-                        item.raw, None, PermanentError(f"database refused the row: {e}"), item.ids
-                    )
-                    with self._transaction() as conn:
-                        written = _write(conn, [refused], job_id, type(e).__name__)
-                    outcomes += written()
+            outcomes = self._together(items, job_id)
+            if outcomes is None:
+                outcomes = self._apart(items, job_id)
+            conflicts = [o for o in outcomes if o.result == "conflict"]
+            if conflicts:
+                aside = [
+                    Pending(o.pending.raw, None, Conflict(o.reason or ""), o.pending.ids) for o in conflicts
+                ]
+                self._apart(aside, job_id)
             return outcomes
 
     def purge_dead_letters(self, days: int) -> int:
@@ -161,37 +163,86 @@ class Store:
             cur.execute(PURGE_DEAD_LETTERS, {"days": days})
         return cur.rowcount
 
+    def _together(self, items: Sequence[Pending], job_id: str) -> list[Outcome] | None:
+        """The whole job in one pipelined transaction; None if PostgreSQL refused any of it."""
+        try:
+            with self._transaction(pipelined=True) as conn:
+                read = _write(conn, items, job_id)
+            return read()
+        except _REFUSALS as e:
+            _raise_if_transient(e)
+            return None
+
+    def _apart(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
+        """Each request under its own savepoint, in one transaction: a refused row rolls back alone."""
+        with self._transaction(pipelined=False) as conn:
+            return [_isolated(conn, item, job_id) for item in items]
+
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """A transaction in pipeline mode: BEGIN, every statement and COMMIT go in one round trip,
-        and results (and errors) arrive when the block ends."""
+    def _transaction(self, *, pipelined: bool = True) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A transaction; pipelined, BEGIN, every statement and COMMIT go in one round trip, and
+        results (and errors) arrive when the block ends."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url)
+        if not pipelined:
+            with self._conn.transaction():
+                yield self._conn
+            return
         with self._conn.pipeline(), self._conn.transaction():
             yield self._conn
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
-        """Driver errors leave as TransientError (retry) or PermanentError (dead letter)."""
+        """Driver errors leave as TransientError (retry) or PermanentError (the job fails)."""
         try:
             yield
         except psycopg.Error as e:
             if self._conn is not None and self._conn.broken:
                 self.close()
             if _is_transient(e):
-                raise TransientError(f"database: {type(e).__name__}: {e}") from e
-            raise PermanentError(f"database refused a dead letter: {type(e).__name__}: {e}") from e
+                raise TransientError(f"database: {type(e).__name__}: {one_line(str(e))}") from e
+            raise PermanentError(
+                f"database refused a dead letter: {type(e).__name__}: {one_line(str(e))}"
+            ) from e
 
 
-def _is_transient(e: psycopg.Error) -> bool:
-    return isinstance(e, psycopg.OperationalError) or (e.sqlstate or "").startswith(_TRANSIENT_SQLSTATES)
+def _is_transient(e: BaseException) -> bool:
+    return isinstance(e, psycopg.OperationalError) or (
+        isinstance(e, psycopg.Error) and (e.sqlstate or "").startswith(_TRANSIENT_SQLSTATES)
+    )
+
+
+def _raise_if_transient(e: BaseException) -> None:
+    if _is_transient(e):
+        raise e
+
+
+def _isolated(conn: psycopg.Connection[tuple[Any, ...]], item: Pending, job_id: str) -> Outcome:
+    """Write one request under a savepoint; if refused, its dead letter; if that is refused too, a
+    minimal dead letter of plain ASCII and the raw request, which nothing in it can make fail."""
+    attempts = [item]
+    refusal: Exception | None = None
+    for attempt in attempts:
+        try:
+            with conn.transaction():
+                return _write(conn, [attempt], job_id, type(refusal).__name__ if refusal else "")()[0]
+        except _REFUSALS as e:
+            _raise_if_transient(e)
+            refusal = e
+            if attempt.event is not None:
+                reason = f"database refused the row: {type(e).__name__}: {e}"
+                attempts.append(Pending(item.raw, None, PermanentError(reason), item.ids))
+    assert refusal is not None
+    with conn.transaction():
+        conn.execute(UPSERT_DEAD_LETTER, _minimal_row(item, job_id, refusal))
+    return Outcome(item, "dead_letter", f"dead letter refused: {type(refusal).__name__}")
 
 
 def _write(
     conn: psycopg.Connection[tuple[Any, ...]], items: Sequence[Pending], job_id: str, error_class: str = ""
 ) -> Callable[[], list[Outcome]]:
     """Queue a batch's statements: one per table, rows in key order; return what reads the outcomes
-    once the pipeline has synced.
+    once the pipeline has synced (at once outside a pipeline).
 
     The same key order in every transaction keeps two workers writing copies of the same events
     from deadlocking on each other's unique-index entries.
@@ -204,7 +255,7 @@ def _write(
         )
         for i in dead:
             error = items[i].error or PermanentError("unknown")
-            outcomes[i] = Outcome(items[i], "dead_letter", error.reason)
+            outcomes[i] = Outcome(items[i], "dead_letter", one_line(error.reason))
     rows = {i: _row(item) for i, item in enumerate(items) if item.event is not None}
     statuses = sorted(
         (i for i in rows if isinstance(items[i].event, StatusEvent)), key=lambda i: _status_key(rows[i])
@@ -217,10 +268,10 @@ def _write(
         key=lambda i: (rows[i]["phone"], rows[i]["called_at"]),
     )
     inserted: list[tuple[list[int], psycopg.Cursor[tuple[Any, ...]]]] = []
-    for sql, group in ((INSERT_STATUS_EVENT, statuses), (INSERT_INCOMING, incoming), (INSERT_CALL, calls)):
+    for query, group in ((INSERT_STATUS_EVENT, statuses), (INSERT_INCOMING, incoming), (INSERT_CALL, calls)):
         if group:
             cur = conn.cursor()
-            cur.executemany(sql, [rows[i] for i in group], returning=True)
+            cur.executemany(query, [rows[i] for i in group], returning=True)
             inserted.append((group, cur))
     if statuses:
         by_message = sorted(statuses, key=lambda i: (rows[i]["message_id"], rows[i]["phone"]))
@@ -229,10 +280,37 @@ def _write(
     def read() -> list[Outcome]:
         for group, cur in inserted:
             for i, _ in zip(group, cur.results(), strict=True):
-                outcomes[i] = Outcome(items[i], "stored" if cur.fetchone() else "duplicate")
+                outcomes[i] = _outcome(items[i], rows[i], cur.fetchone())
         return [outcomes[i] for i in range(len(items))]
 
     return read
+
+
+def _outcome(item: Pending, row: dict[str, Any], returned: tuple[Any, ...] | None) -> Outcome:
+    if returned is None:
+        return Outcome(item, "duplicate")
+    if isinstance(item.event, IncomingMessage) and not returned[0]:
+        return Outcome(item, "conflict", _conflict_reason(row, returned[1], returned[2:]))
+    return Outcome(item, "stored")
+
+
+def _conflict_reason(row: dict[str, Any], stored_by: str, stored: Sequence[Any]) -> str:
+    differ = [
+        f"{name} stored {_shown(old)}, here {_shown(row[name])}"
+        for name, old in zip(INCOMING_CONTENT, stored, strict=True)
+        if old != row[name]
+    ]
+    return one_line(
+        f"incoming SMS id {row['id']} is already stored with other content (request {stored_by}): "
+        + "; ".join(differ)
+    )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def _row(item: Pending) -> dict[str, Any]:
@@ -246,17 +324,34 @@ def _row(item: Pending) -> dict[str, Any]:
 
 
 def _dead_row(item: Pending, job_id: str, error_class: str) -> dict[str, Any]:
+    """A dead letter of nothing but storable text, whatever bytes arrived."""
     error = item.error or PermanentError("unknown")
     ids = item.ids or {}
+    kept = {name: storable(ids[name]) if ids.get(name) else None for name in ("kind", "id", "phone")}
     return {
-        "request_id": item.raw.rid,
-        "job_id": job_id,
-        "kind": ids.get("kind"),
-        "event_ref": ids.get("id"),
-        "phone": ids.get("phone"),
-        "error_class": error_class or type(error).__name__,
-        "reason": error.reason,
-        "raw": Jsonb(item.raw.to_json()),
+        **_minimal_row(item, job_id, error),
+        "kind": kept["kind"],
+        "event_ref": kept["id"],
+        "phone": kept["phone"],
+        "error_class": storable(error_class or type(error).__name__),
+        "reason": one_line(error.reason),
+    }
+
+
+def _minimal_row(item: Pending, job_id: str, refusal: BaseException) -> dict[str, Any]:
+    """The request id, the raw request as stored and the reason class: what is left when PostgreSQL
+    refused the full dead letter."""
+    name = type(refusal).__name__
+    raw = {k: storable(v) if isinstance(v, str) else v for k, v in item.raw.to_json().items()}
+    return {
+        "request_id": storable(item.raw.rid),
+        "job_id": storable(job_id),
+        "kind": None,
+        "event_ref": None,
+        "phone": None,
+        "error_class": name,
+        "reason": f"dead letter refused: {name}",
+        "raw": Jsonb(raw),
         "received_at": datetime.fromtimestamp(item.raw.received_at, UTC),
     }
 
