@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format replay clean bench
+.PHONY: install run test lint format replay clean bench fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -29,6 +29,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The property tests with FUZZ_SCALE times their examples (about 10 minutes at 20): make fuzz FUZZ_SCALE=100
+FUZZ_SCALE ?= 20
+fuzz: $(STAMP)
+	FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -o timeout=0 -q -p no:logging --hypothesis-show-statistics \
+	  tests/unit/test_properties.py tests/integration/test_properties_ingress.py \
+	  tests/integration/test_properties_pipeline.py
 
 # Requeue dead letters after a fix: make replay ARGS="--reason charset --dry-run" (see smsc-ingest replay -h).
 replay: $(STAMP)
