@@ -69,18 +69,21 @@ def decode(body: bytes, query: str, content_type: str, default_charset: str) -> 
         raise BadRequest("multipart bodies are not read")
     fmt = _sniff(body)
     # Latin-1 first: one character per byte, ASCII as itself. The three charsets extend ASCII and
-    # charset names are ASCII, so this look finds the record's own `charset` before the real one is known.
+    # charset names are ASCII, so this look finds the record's own `charset` before the real one is
+    # known. A JSON or XML body needs it only when the query string names no charset.
     query_params = _form(_latin_query(query), "query string")
-    probe = _latin_body(body, fmt)
-    named = _named_charset(query_params, probe)
+    latin: dict[str, str] | None = None
+    if fmt is Format.FORM or not _charset_value(query_params):
+        latin = _latin_body(body, fmt)
+    named = _named_charset(query_params, latin)
     codec = _codec(named or _fallback_charset(body, fmt, content_type) or default_charset, fmt)
-    if fmt is Format.FORM and probe is not None:
-        body_params = _recode(probe, codec, "body")
-    elif probe is not None and body.isascii():
-        body_params = probe  # ASCII reads the same in every charset
+    if fmt is Format.FORM and latin is not None:
+        body_params = _recode(latin, codec, "body")
+    elif latin is not None and body.isascii():
+        body_params = latin  # ASCII reads the same in every charset
     else:
         body_params = _parse(fmt, _text(body, codec))
-        own = _named_charset(query_params, body_params) if probe is None else None
+        own = _named_charset(query_params, body_params) if latin is None else None
         if own and _codec(own, fmt) != codec:
             # The Latin-1 look could not read the body (non-ASCII XML names): its own charset decides.
             codec = _codec(own, fmt)
@@ -196,6 +199,9 @@ def _same(name: str, a: object, b: object) -> bool:
 
 def _check_storable_names(params: dict[str, str]) -> None:
     """Refuse names that become one once NUL and lone surrogates are replaced, as they are stored."""
+    names = "".join(params)
+    if storable(names) == names:
+        return  # only a name holding such a character can collide with another
     stored: dict[str, str] = {}
     for name, value in params.items():
         text = storable(value)
@@ -223,13 +229,7 @@ class _Number(str):
 
 def _parse_json(text: str) -> dict[str, str]:
     try:
-        data = json.loads(
-            text,
-            parse_int=_Number,
-            parse_float=_Number,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_json_object,
-        )
+        data = _JSON.decode(text)
         if not isinstance(data, dict):
             raise BadRequest("JSON body is not an object")
         # An undocumented wrapper ({"result": {...}}) is unwrapped; a flat object is the norm.
@@ -248,6 +248,11 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+_JSON = json.JSONDecoder(
+    parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant, object_pairs_hook=_json_object
+)
 
 
 def _json_text(value: Any) -> str:

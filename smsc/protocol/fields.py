@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from enum import StrEnum
 from typing import Final
@@ -66,6 +67,7 @@ class UnknownCharset(BadRequest):
     """A charset name that is not one of the three the gateway sends."""
 
 
+@functools.lru_cache(maxsize=64)  # every request names its charset, often twice
 def codec_for(name: str) -> str:
     """Return the Python codec for a gateway charset name or one of its aliases (cp1251, utf8...)."""
     try:
