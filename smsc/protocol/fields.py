@@ -67,11 +67,16 @@ class UnknownCharset(BadRequest):
     """A charset name that is not one of the three the gateway sends."""
 
 
-@functools.lru_cache(maxsize=64)  # every request names its charset, often twice
 def codec_for(name: str) -> str:
     """Return the Python codec for a gateway charset name or one of its aliases (cp1251, utf8...)."""
+    return _codec_of(name.strip())
+
+
+# Every request names its charset, often twice; only supported names are cached, at most 64 of them.
+@functools.lru_cache(maxsize=64)
+def _codec_of(name: str) -> str:
     try:
-        canonical = codecs.lookup(name.strip()).name
+        canonical = codecs.lookup(name).name
     except (LookupError, ValueError):
         raise UnknownCharset(f"unknown charset {name[:40]!r}") from None
     for codec in CHARSETS.values():
