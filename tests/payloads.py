@@ -95,10 +95,12 @@ def build(
     url_params: dict[str, str] | None = None,
     hash_codec: str | None = None,
     crc_form: str = "unsigned",
+    cdata: bool = False,
 ) -> Request:
     """A callback of `kind` as the gateway posts it to `?charset=..&fmt=..&<algorithm>=<secret>`.
 
-    The URL's own parameters come back in the body too, the hash parameter carrying the hash.
+    The URL's own parameters come back in the body too, the hash parameter carrying the hash. With
+    `cdata`, XML element text is written as CDATA sections.
     """
     codec = PY_CODEC[charset]
     fields = dict(SAMPLES[kind] if params is None else params)
@@ -121,5 +123,11 @@ def build(
             query,
             f"application/json; charset={charset}",
         )
-    xml = "<result>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in fields.items()) + "</result>"
+    text = cdata_section if cdata else escape
+    xml = "<result>" + "".join(f"<{k}>{text(v)}</{k}>" for k, v in fields.items()) + "</result>"
     return Request(xml.encode(codec), query, f"application/xml; charset={charset}")
+
+
+def cdata_section(text: str) -> str:
+    """`text` as XML CDATA; a `]]>` inside is split across two sections, as XML requires."""
+    return "<![CDATA[" + text.replace("]]>", "]]]]><![CDATA[>") + "]]>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -102,6 +103,8 @@ def _read(raw: RawRequest, settings: Settings) -> Pending:
         return Pending(raw, None, PermanentError(f"cannot decode: {e.reason}"), ids=ids)
     ids = event_ids(decoded.params)
     try:
-        return Pending(raw, normalize(decoded, settings.tz), ids=ids)
+        return Pending(
+            raw, normalize(decoded, settings.tz, datetime.fromtimestamp(raw.received_at, UTC)), ids=ids
+        )
     except PermanentError as e:
         return Pending(raw, None, PermanentError(f"{decoded.kind}: {e.reason}"), ids=ids)

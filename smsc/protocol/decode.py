@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import defusedxml
@@ -23,18 +24,27 @@ from smsc.protocol.fields import (
     DEFAULT_CHARSET,
     Format,
     Kind,
+    check_phones,
     check_required,
     codec_for,
     event_ids,
     kind_of,
+    storable,
 )
 
+_MULTIPART = re.compile(r"\s*multipart/", re.IGNORECASE)
 _CT_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
-_JSON_CHARSET = re.compile(r'"charset"\s*:\s*"([^"]{1,40})"')
-_XML_CHARSET = re.compile(r"<charset>\s*([^<\s]{1,40})\s*</charset>")
 _XML_DECLARATION = re.compile(r"^\s*<\?xml([^>]*)\?>")
 _XML_ENCODING = re.compile(r"""encoding\s*=\s*["']([^"']+)["']""")
+# CDATA, comment, processing instruction, tag (a quoted attribute value may hold '>'), or text.
+_XML_TOKEN = re.compile(
+    r"<!\[CDATA\[.*?(?:\]\]>|\Z)|<!--.*?(?:-->|\Z)|<\?.*?(?:\?>|\Z)"
+    r"""|<(?:[^>"']|"[^"]*"?|'[^']*'?)*>?|[^<]+""",
+    re.DOTALL,
+)
 _BOM = "\ufeff"
+_UTF8_BOM = b"\xef\xbb\xbf"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,16 +61,38 @@ def decode(body: bytes, query: str, content_type: str, default_charset: str) -> 
     """Read a handler request; raise BadRequest (with the reason) if it is not a usable event.
 
     Parameters of the query string (the handler URL's own) are kept; the body wins on a clash.
+    Whatever could be read two ways is refused rather than guessed: a name given twice with
+    different values, two charsets that disagree, names that collide once made storable.
     """
+    if _MULTIPART.match(content_type):
+        # Never read, so its fields are not taken from the query string alone either.
+        raise BadRequest("multipart bodies are not read")
     fmt = _sniff(body)
-    forms = _Forms(body, query, fmt)
-    codec = codec_for(_charset_name(body, fmt, forms, content_type) or default_charset)
-    if fmt is not Format.FORM and codec == CHARSETS["koi8-r"]:
-        # The vendor: "with fmt, the koi8-r encoding is not used"; its default applies instead.
-        codec = CHARSETS[DEFAULT_CHARSET]
-    params = _read(body, forms, fmt, codec)
+    # Latin-1 first: one character per byte, ASCII as itself. The three charsets extend ASCII and
+    # charset names are ASCII, so this look finds the record's own `charset` before the real one is
+    # known. A JSON or XML body needs it only when the query string names no charset.
+    query_params = _form(_latin_query(query), "query string")
+    latin: dict[str, str] | None = None
+    if fmt is Format.FORM or not _charset_value(query_params):
+        latin = _latin_body(body, fmt)
+    named = _named_charset(query_params, latin)
+    codec = _codec(named or _fallback_charset(body, fmt, content_type) or default_charset, fmt)
+    if fmt is Format.FORM and latin is not None:
+        body_params = _recode(latin, codec, "body")
+    elif latin is not None and body.isascii():
+        body_params = latin  # ASCII reads the same in every charset
+    else:
+        body_params = _parse(fmt, _text(body, codec))
+        own = _named_charset(query_params, body_params) if latin is None else None
+        if own and _codec(own, fmt) != codec:
+            # The Latin-1 look could not read the body (non-ASCII XML names): its own charset decides.
+            codec = _codec(own, fmt)
+            body_params = _parse(fmt, _text(body, codec))
+    params = {**_recode(query_params, codec, "query string"), **body_params}
+    _check_storable_names(params)
     kind = kind_of(params)
     check_required(kind, params)
+    check_phones(kind, params)
     return Decoded(kind=kind, fmt=fmt, charset=codec, params=params)
 
 
@@ -71,35 +103,33 @@ def peek(body: bytes, query: str, content_type: str, default_charset: str) -> di
     except BadRequest:
         try:
             # Latin-1 reads any bytes: the ASCII ids survive even where the charset is wrong.
-            fmt = _sniff(body)
-            params = _read(body, _Forms(body, query, fmt), fmt, "latin-1")
+            params = {**_form(_latin_query(query), "query string"), **(_latin_body(body, _sniff(body)) or {})}
         except BadRequest:
             return {}
     return event_ids(params)
 
 
-class _Forms:
-    """The query string and a form body parsed once, as Latin-1 text: one character per byte, so
-    the charset can be looked up first and every name and value decoded with it afterwards."""
-
-    def __init__(self, body: bytes, query: str, fmt: Format) -> None:
-        # A query string off the wire is ASCII; anything else is taken as its UTF-8 bytes.
-        self.query = _latin_form(query.encode("utf-8", "surrogatepass").decode("latin-1"))
-        if fmt is Format.FORM:
-            self.body = _latin_form(body.removeprefix(b"\xef\xbb\xbf").decode("latin-1"))
-        else:
-            self.body = {}
+def _latin_query(query: str) -> str:
+    # A query string off the wire is ASCII; anything else is taken as its UTF-8 bytes.
+    return query.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
-def _read(body: bytes, forms: _Forms, fmt: Format, codec: str) -> dict[str, str]:
-    params = _recode(forms.query, codec, "query string")
-    if fmt is Format.JSON:
-        params.update(_parse_json(_text(body, codec)))
-    elif fmt is Format.XML:
-        params.update(_parse_xml(_text(body, codec)))
-    else:
-        params.update(_recode(forms.body, codec, "body"))
-    return params
+def _latin_body(body: bytes, fmt: Format) -> dict[str, str] | None:
+    """The body's parameters read as Latin-1; None where only its real charset can read it."""
+    text = body.removeprefix(_UTF8_BOM).decode("latin-1")
+    if fmt is Format.FORM:
+        return _form(text, "body")
+    try:
+        return _parse(fmt, text)
+    except BadRequest:
+        if body.isascii():
+            raise
+        # Non-ASCII bytes in Latin-1 are no XML name characters; the real charset may read them.
+        return None
+
+
+def _parse(fmt: Format, text: str) -> dict[str, str]:
+    return _parse_json(text) if fmt is Format.JSON else _parse_xml(text)
 
 
 def _sniff(body: bytes) -> Format:
@@ -111,36 +141,72 @@ def _sniff(body: bytes) -> Format:
     return Format.FORM
 
 
-def _charset_name(body: bytes, fmt: Format, forms: _Forms, content_type: str) -> str | None:
-    """The transmission charset: query string, then body, then Content-Type, then XML declaration.
+def _codec(name: str, fmt: Format) -> str:
+    codec = codec_for(name)
+    if fmt is not Format.FORM and codec == CHARSETS["koi8-r"]:
+        # The vendor: "with fmt, the koi8-r encoding is not used"; its default applies instead.
+        return CHARSETS[DEFAULT_CHARSET]
+    return codec
 
-    Charset names are ASCII and all three charsets extend ASCII, so a Latin-1 look finds the name
-    before the body's real charset is known.
-    """
-    found = forms.query.get("charset")
-    if found:
-        return found
-    latin = body.decode("latin-1")
-    if fmt is Format.FORM:
-        found = forms.body.get("charset")
-    else:
-        match = (_JSON_CHARSET if fmt is Format.JSON else _XML_CHARSET).search(latin)
-        found = match.group(1) if match else None
-    if found:
-        return found
+
+def _named_charset(query: dict[str, str], body: dict[str, str] | None) -> str | None:
+    """The `charset` parameter: the query string's and the record's must name the same codec."""
+    in_query = _charset_value(query)
+    in_body = _charset_value(body or {})
+    if in_query and in_body and codec_for(in_query) != codec_for(in_body):
+        raise BadRequest(f"charset {in_query[:40]!r} of the query string disagrees with {in_body[:40]!r}")
+    return in_query or in_body
+
+
+def _charset_value(params: dict[str, str]) -> str | None:
+    value = params.get("charset", "")
+    return value if value.strip() else None
+
+
+def _fallback_charset(body: bytes, fmt: Format, content_type: str) -> str | None:
+    """The Content-Type's charset, else an XML declaration's encoding: labels, never a reason to refuse."""
     match = _CT_CHARSET.search(content_type)
     if match:
         return match.group(1)
     if fmt is Format.XML:
-        declaration = _XML_DECLARATION.match(latin)
+        declaration = _XML_DECLARATION.match(body.removeprefix(_UTF8_BOM).decode("latin-1"))
         encoding = _XML_ENCODING.search(declaration.group(1)) if declaration else None
         if encoding:
             return encoding.group(1)
     return None
 
 
-def _latin_form(text: str) -> dict[str, str]:
-    return dict(parse_qsl(text, keep_blank_values=True, encoding="latin-1"))
+def _form(text: str, where: str) -> dict[str, str]:
+    return _merge(parse_qsl(text, keep_blank_values=True, encoding="latin-1"), where)
+
+
+def _merge(pairs: Iterable[tuple[str, T]], where: str) -> dict[str, T]:
+    """Named values as a dict; a name given twice with different values is ambiguous."""
+    merged: dict[str, T] = {}
+    for name, value in pairs:
+        if name in merged and not _same(name, merged[name], value):
+            raise BadRequest(f"{name[:40]!r} is given twice in the {where}, with different values")
+        merged[name] = value
+    return merged
+
+
+def _same(name: str, a: object, b: object) -> bool:
+    if a == b:
+        return True
+    # `utf8` and `utf-8` name the same charset.
+    return name == "charset" and isinstance(a, str) and isinstance(b, str) and codec_for(a) == codec_for(b)
+
+
+def _check_storable_names(params: dict[str, str]) -> None:
+    """Refuse names that become one once NUL and lone surrogates are replaced, as they are stored."""
+    names = "".join(params)
+    if storable(names) == names:
+        return  # only a name holding such a character can collide with another
+    stored: dict[str, str] = {}
+    for name, value in params.items():
+        text = storable(value)
+        if stored.setdefault(storable(name), text) != text:
+            raise BadRequest(f"parameter names collide once made storable: {storable(name)[:40]!r}")
 
 
 def _text(body: bytes, codec: str) -> str:
@@ -163,7 +229,7 @@ class _Number(str):
 
 def _parse_json(text: str) -> dict[str, str]:
     try:
-        data = json.loads(text, parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant)
+        data = _JSON.decode(text)
         if not isinstance(data, dict):
             raise BadRequest("JSON body is not an object")
         # An undocumented wrapper ({"result": {...}}) is unwrapped; a flat object is the norm.
@@ -176,8 +242,17 @@ def _parse_json(text: str) -> dict[str, str]:
         raise BadRequest(f"body is not valid JSON: {str(e)[:80]}") from None
 
 
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return _merge(pairs, "JSON body")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+_JSON = json.JSONDecoder(
+    parse_int=_Number, parse_float=_Number, parse_constant=_reject_constant, object_pairs_hook=_json_object
+)
 
 
 def _json_text(value: Any) -> str:
@@ -209,18 +284,35 @@ def _parse_xml(text: str) -> dict[str, str]:
     declaration = _XML_DECLARATION.match(text)
     if declaration:
         text = text[declaration.end() :]
+    if "\r" in text:
+        text = _keep_carriage_returns(text)
     try:
-        if "\r" in text:
-            # An XML parser turns CR and CRLF into LF, and the hash was taken over the text as sent:
-            # a character reference keeps the CR. Where that breaks the document (a CR inside a
-            # tag), the document is read as it is.
-            try:
-                return _xml_params(SafeET.fromstring(text.replace("\r", "&#13;"), forbid_dtd=True))
-            except ET.ParseError:
-                pass
         return _xml_params(SafeET.fromstring(text, forbid_dtd=True))
     except (ET.ParseError, defusedxml.DefusedXmlException, ValueError, RecursionError) as e:
         raise BadRequest(f"body is not acceptable XML: {str(e)[:80]}") from None
+
+
+def _keep_carriage_returns(text: str) -> str:
+    """Protect the CRs of element text from the parser, which turns CR and CRLF into LF.
+
+    The hash was taken over the text as sent. A character reference keeps a CR in text, and CDATA is
+    split around one. Tags are left alone (XML turns a CR in an attribute value into a space, and
+    keeps a `&#13;`), and so is the text outside the root element, where a reference is not allowed.
+    """
+    parts = []
+    depth = 0
+    for match in _XML_TOKEN.finditer(text):
+        token = match.group()
+        if token.startswith("<![CDATA["):
+            token = token.replace("\r", "]]>&#13;<![CDATA[")
+        elif token.startswith("</"):
+            depth -= 1
+        elif token.startswith("<") and not token.startswith(("<!", "<?")):
+            depth += not token.endswith("/>")
+        elif not token.startswith("<") and depth > 0:
+            token = token.replace("\r", "&#13;")
+        parts.append(token)
+    return "".join(parts)
 
 
 def _xml_params(root: ET.Element) -> dict[str, str]:
@@ -233,16 +325,12 @@ def _xml_params(root: ET.Element) -> dict[str, str]:
         and not (record.text or "").strip()
     ):
         record = record[0]
-    params = {_local(k): v for k, v in record.attrib.items()}
+    pairs = [(_local(k), v) for k, v in record.attrib.items()]
     for child in record:
         name = _local(child.tag)
-        if len(child):
-            params[name] = ET.tostring(child, encoding="unicode")
-        else:
-            params[name] = child.text or ""
-        for attr, value in child.attrib.items():
-            params[f"{name}.{_local(attr)}"] = value
-    return params
+        pairs.append((name, ET.tostring(child, encoding="unicode") if len(child) else child.text or ""))
+        pairs.extend((f"{name}.{_local(attr)}", value) for attr, value in child.attrib.items())
+    return _merge(pairs, "XML body")
 
 
 def _local(tag: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import codecs
+import functools
+import re
 from enum import StrEnum
 from typing import Final
 
@@ -67,14 +69,29 @@ class UnknownCharset(BadRequest):
 
 def codec_for(name: str) -> str:
     """Return the Python codec for a gateway charset name or one of its aliases (cp1251, utf8...)."""
+    return _codec_of(name.strip())
+
+
+# Every request names its charset, often twice; only supported names are cached, at most 64 of them.
+@functools.lru_cache(maxsize=64)
+def _codec_of(name: str) -> str:
     try:
-        canonical = codecs.lookup(name.strip()).name
+        canonical = codecs.lookup(name).name
     except (LookupError, ValueError):
         raise UnknownCharset(f"unknown charset {name[:40]!r}") from None
     for codec in CHARSETS.values():
         if codecs.lookup(codec).name == canonical:
             return codec
     raise UnknownCharset(f"unsupported charset {name[:40]!r}")
+
+
+# PostgreSQL text and jsonb cannot hold NUL, nor UTF-8 a lone surrogate (a JSON "\ud800" escape).
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with the characters PostgreSQL cannot store replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def kind_of(params: dict[str, str]) -> Kind:
@@ -92,6 +109,31 @@ def check_required(kind: Kind, params: dict[str, str]) -> None:
         value = params.get(name)
         if value is None or (value.strip() == "" and name not in MAY_BE_EMPTY):
             raise BadRequest(f"{kind} without {name!r}")
+
+
+# The hash covers phone-like fields joined by ':' and does not say which kind it signs: a value holding
+# ':' or shaped like another kind's field (an SMS text as a status's phone, a status code as an SMS's
+# `to`) would let a hash captured for one kind verify as another. So each field accepts only what the
+# gateway sends there (values are compared without surrounding blanks, as they are stored).
+_NUMBER = r"\+?[0-9]{3,15}"  # international digits (E.164 has at most 15), `+` optional; short numbers
+_EMAIL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@(?:[^\W_](?:[^\W_]|-){0,62}\.){1,8}[^\W_]{2,63}"
+_TELEGRAM = r"@[A-Za-z0-9_]{3,32}|#[0-9]{1,20}"  # a Telegram recipient: @username or #user-id
+_SENDER_ID = r"[\w .&'!+@#-]{1,32}"  # alphanumeric sender ids: letters of any script, a few marks
+PHONE_RULES: Final[dict[Kind, dict[str, re.Pattern[str]]]] = {
+    # The recipient of a message we sent: a number, an e-mail address (an e-mail message), a Telegram user.
+    Kind.STATUS: {"phone": re.compile(f"{_NUMBER}|{_EMAIL}|{_TELEGRAM}")},
+    # An SMS may come from an alphanumeric sender, but always to one of our numbers.
+    Kind.INCOMING: {"phone": re.compile(f"{_NUMBER}|{_SENDER_ID}"), "to": re.compile(_NUMBER)},
+    Kind.CALL: {"phone": re.compile(_NUMBER)},
+}
+
+
+def check_phones(kind: Kind, params: dict[str, str]) -> None:
+    """Raise BadRequest naming the first phone-like field of the kind that no sender could send."""
+    for name, rule in PHONE_RULES[kind].items():
+        value = params.get(name, "")
+        if not rule.fullmatch(value.strip()):
+            raise BadRequest(f"{kind} with an implausible {name!r}: {value[:40]!r}")
 
 
 # Parameters that identify an event in a log line; cut short, since they come from the network.

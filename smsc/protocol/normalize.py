@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from smsc.exceptions import PermanentError
 from smsc.protocol.decode import Decoded
-from smsc.protocol.fields import Kind
+from smsc.protocol.fields import Kind, storable
 
 # Digit counts are bounded: the range checks below then never meet Python's int() size limit.
 _INT = re.compile(r"[+-]?[0-9]{1,30}")
@@ -24,11 +24,14 @@ _DURATION = re.compile(r"(?:(?:([0-9]{1,10}):)?([0-9]{1,10}):)?([0-9]{1,10})")
 _OVERTIME = re.compile(
     r"^[ \t]*overtime:[ \t]*([0-9]{1,6}):([0-9]{2})[ \t]*(?:\r?\n|\r?\Z)", re.MULTILINE | re.IGNORECASE
 )
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _LOCAL_TIME_FORMATS = ("%d.%m.%y %H:%M:%S", "%d.%m.%Y %H:%M:%S")
 T = TypeVar("T")
 _INT32 = 1 << 31
 _INT64 = 1 << 63
+# No SMSC event is older; more than a day past the request's receipt is no clock skew but a forgery
+# or a broken sender (the hash covers neither `time` nor `sent`, nor a status's `ts`).
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_AHEAD = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,16 @@ class CallConfirmation:
 Event = StatusEvent | IncomingMessage | CallConfirmation
 
 
-def normalize(decoded: Decoded, tz: ZoneInfo) -> Event:
-    """Turn a decoded event into typed values; `tz` is the account time zone of a status's `time`."""
-    # PostgreSQL text and jsonb cannot hold NUL, nor UTF-8 a lone surrogate (a JSON "\ud800"
-    # escape): a visible replacement beats losing the event.
-    p = {_storable(k): _storable(v) for k, v in decoded.params.items()}
+def normalize(decoded: Decoded, tz: ZoneInfo, received_at: datetime) -> Event:
+    """Turn a decoded event into typed values; `tz` is the account time zone of a status's `time`.
+
+    Times are refused unless plausible: from 2000 to a day after `received_at`, when the ingress
+    received the request.
+    """
+    # A visible replacement of what PostgreSQL cannot store beats losing the event; decode() has
+    # refused names that would collide once replaced.
+    p = {storable(k): storable(v) for k, v in decoded.params.items()}
+    latest = received_at + _AHEAD
     if decoded.kind is Kind.INCOMING:
         return IncomingMessage(
             id=_required(_int(p, "id", _INT64)),
@@ -133,22 +141,22 @@ def normalize(decoded: Decoded, tz: ZoneInfo) -> Event:
             to_phone=p["to"].strip(),
             text=p["mes"],
             smsc=_text(p, "smsc"),
-            sent_at=_unix(p, "sent"),
-            server_received_at=_unix(p, "time"),
+            sent_at=_plausible("sent", _unix(p, "sent"), latest),
+            server_received_at=_plausible("time", _unix(p, "time"), latest),
             params=p,
         )
     if decoded.kind is Kind.CALL:
         return CallConfirmation(
             phone=p["phone"].strip(),
-            called_at=_required(_unix(p, "ts")),
+            called_at=_required(_plausible("ts", _unix(p, "ts"), latest)),
             waitcall=_int(p, "waitcall"),
             calltime=_duration(p, "calltime"),
             callmenu=_text(p, "callmenu"),
             ringtime=_duration(p, "ringtime"),
             params=p,
         )
-    ts = _unix(p, "ts")
-    status_time = _local_time(p, "time", tz)
+    ts = _plausible("ts", _unix(p, "ts"), latest)
+    status_time = _plausible("time", _local_time(p, "time", tz), latest)
     flag = _int(p, "flag")
     if flag is not None and not 0 <= flag <= 0xFFFF:
         raise PermanentError(f"flag {flag} is not a 2-byte number")
@@ -190,14 +198,18 @@ def normalize(decoded: Decoded, tz: ZoneInfo) -> Event:
     )
 
 
-def _storable(text: str) -> str:
-    return _UNSTORABLE.sub("\ufffd", text)
-
-
 def _required(value: T | None) -> T:
     # decode() already refused events without their required fields; an empty one lands here.
     if value is None:
         raise PermanentError("a required field is empty")
+    return value
+
+
+def _plausible(name: str, value: datetime | None, latest: datetime) -> datetime | None:
+    if value is not None and not _EARLIEST <= value <= latest:
+        raise PermanentError(
+            f"{name} {value.isoformat()} is implausible: before 2000 or over a day after its receipt"
+        )
     return value
 
 

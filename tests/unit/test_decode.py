@@ -84,7 +84,9 @@ def test_cyrillic_mes_round_trips_exactly(fmt: str, charset: str, text: str) -> 
 
 # Rows: format, query, charset named in the body, Content-Type charset, default, codec of the bytes.
 PRECEDENCE = [
-    pytest.param("form", "charset=utf-8", "windows-1251", "koi8-r", "koi8-r", "utf-8", id="form-query-first"),
+    pytest.param(
+        "form", "charset=utf-8", "UTF8", "koi8-r", "koi8-r", "utf-8", id="form-query-and-body-agree"
+    ),
     pytest.param("form", "", "koi8-r", "utf-8", "utf-8", "koi8_r", id="form-body-before-header"),
     pytest.param("form", "", None, "utf-8", "windows-1251", "utf-8", id="form-header-before-default"),
     pytest.param("form", "", None, None, "utf-8", "utf-8", id="form-default-utf-8"),
@@ -92,18 +94,20 @@ PRECEDENCE = [
     pytest.param("form", "", None, None, "windows-1251", "cp1251", id="form-default-windows-1251"),
     pytest.param(
         "json",
-        "charset=utf-8",
-        "windows-1251",
+        "charset=utf8",
+        "utf-8",
         "windows-1251",
         "windows-1251",
         "utf-8",
-        id="json-query-first",
+        id="json-query-and-body-agree",
     ),
     pytest.param("json", "", "utf-8", "windows-1251", "windows-1251", "utf-8", id="json-body-before-header"),
     pytest.param("json", "", None, "utf-8", "windows-1251", "utf-8", id="json-header-before-default"),
     pytest.param("json", "", None, None, "utf-8", "utf-8", id="json-default-utf-8"),
     pytest.param("json", "", None, None, "windows-1251", "cp1251", id="json-default-windows-1251"),
-    pytest.param("xml", "charset=windows-1251", "utf-8", "utf-8", "utf-8", "cp1251", id="xml-query-first"),
+    pytest.param(
+        "xml", "charset=windows-1251", "cp1251", "utf-8", "utf-8", "cp1251", id="xml-query-and-body-agree"
+    ),
     pytest.param("xml", "", "utf-8", "windows-1251", "windows-1251", "utf-8", id="xml-body-before-header"),
     pytest.param("xml", "", None, "utf-8", "windows-1251", "utf-8", id="xml-header-before-default"),
     pytest.param("xml", "", None, None, "utf-8", "utf-8", id="xml-default-utf-8"),
@@ -115,7 +119,8 @@ PRECEDENCE = [
 def test_charset_comes_from_query_then_body_then_content_type_then_default(
     fmt: str, query: str, body_charset: str | None, header_charset: str | None, default: str, codec: str
 ) -> None:
-    """The transmission charset is the query's, else the body's, else the Content-Type's, else the default."""
+    """The transmission charset is the query's (which the body's must match), else the body's, else the
+    Content-Type's, else the default."""
     params = dict(SAMPLES["incoming"], mes=CYRILLIC)
     if body_charset is not None:
         params["charset"] = body_charset
@@ -213,21 +218,27 @@ def test_url_parameters_are_kept_and_the_body_wins_on_a_clash(fmt: str) -> None:
 @pytest.mark.parametrize(
     ("params", "kind"),
     [
-        pytest.param({"id": "5", "phone": "7", "mes": "hi", "to": "8"}, "incoming", id="mes"),
-        pytest.param({"id": "5", "phone": "7", "mes": "", "to": "8"}, "incoming", id="empty-mes"),
         pytest.param(
-            {"id": "5", "phone": "7", "mes": "hi", "to": "8", "waitcall": "1", "ts": "1"},
+            {"id": "5", "phone": "79998887766", "mes": "hi", "to": "79001234567"}, "incoming", id="mes"
+        ),
+        pytest.param(
+            {"id": "5", "phone": "79998887766", "mes": "", "to": "79001234567"}, "incoming", id="empty-mes"
+        ),
+        pytest.param(
+            {"id": "5", "phone": "79998887766", "mes": "hi", "to": "79001234567", "waitcall": "1", "ts": "1"},
             "incoming",
             id="mes-and-waitcall",
         ),
-        pytest.param({"waitcall": "1", "phone": "7", "ts": "1700000200"}, "call", id="waitcall"),
-        pytest.param({"waitcall": "", "phone": "7", "ts": "1700000200"}, "call", id="empty-waitcall"),
+        pytest.param({"waitcall": "1", "phone": "79998887766", "ts": "1700000200"}, "call", id="waitcall"),
         pytest.param(
-            {"waitcall": "1", "phone": "7", "ts": "1", "id": "1", "status": "1"},
+            {"waitcall": "", "phone": "79998887766", "ts": "1700000200"}, "call", id="empty-waitcall"
+        ),
+        pytest.param(
+            {"waitcall": "1", "phone": "79998887766", "ts": "1", "id": "1", "status": "1"},
             "call",
             id="waitcall-with-status-fields",
         ),
-        pytest.param({"id": "1", "phone": "7", "status": "1"}, "status", id="neither"),
+        pytest.param({"id": "1", "phone": "79998887766", "status": "1"}, "status", id="neither"),
     ],
 )
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -602,3 +613,336 @@ def test_an_xml_record_of_attributes_inside_a_wrapper_is_read() -> None:
         "79990000000",
         "1",
     )
+
+
+STATUS_FORM = b"id=1001&phone=79998887766&status=1"
+STATUS_JSON = '"id": 1001, "phone": "79998887766", "status": 1'
+STATUS_XML = "<id>1001</id><phone>79998887766</phone><status>1</status>"
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        pytest.param(STATUS_FORM + b"&id=1002", "", id="form-body"),
+        pytest.param(STATUS_FORM + b"&mes=a&to=79001234567&mes=b", "", id="form-body-mes"),
+        pytest.param(STATUS_FORM, "shop=1&shop=2", id="query"),
+        pytest.param(f'{{{STATUS_JSON}, "id": 1002}}'.encode(), "fmt=3", id="json"),
+        pytest.param(f'{{"result": {{{STATUS_JSON}, "status": 2}}}}'.encode(), "fmt=3", id="json-wrapped"),
+        pytest.param(f'{{{STATUS_JSON}, "x": {{"a": 1, "a": 2}}}}'.encode(), "fmt=3", id="json-nested"),
+        pytest.param(f"<r>{STATUS_XML}<id>1002</id></r>".encode(), "fmt=2", id="xml-element"),
+        pytest.param(f'<r id="1002">{STATUS_XML}</r>'.encode(), "fmt=2", id="xml-attribute-and-element"),
+        pytest.param(
+            f'<r>{STATUS_XML}<cost currency="RUB">1</cost><cost.currency>USD</cost.currency></r>'.encode(),
+            "fmt=2",
+            id="xml-child-attribute-and-element",
+        ),
+        pytest.param(
+            b'<r xmlns:a="urn:a" xmlns:b="urn:b"><a:id>1001</a:id><b:id>1002</b:id>'
+            b"<phone>79998887766</phone><status>1</status></r>",
+            "fmt=2",
+            id="xml-namespaces",
+        ),
+    ],
+)
+def test_a_name_given_twice_with_different_values_is_a_bad_request(body: bytes, query: str) -> None:
+    """A name given twice in one source (form, query string, JSON object, XML record) with different
+    values is refused, not resolved by a guess."""
+    with pytest.raises(BadRequest, match="twice"):
+        decode(body, query, "", "utf-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        pytest.param(STATUS_FORM + b"&id=1001", "", id="form-body"),
+        pytest.param(STATUS_FORM, "shop=1&shop=1", id="query"),
+        pytest.param(f'{{{STATUS_JSON}, "id": 1001}}'.encode(), "fmt=3", id="json"),
+        pytest.param(f'{{{STATUS_JSON}, "id": "1001"}}'.encode(), "fmt=3", id="json-number-and-string"),
+        pytest.param(f"<r>{STATUS_XML}<id>1001</id></r>".encode(), "fmt=2", id="xml-element"),
+        pytest.param(f'<r id="1001">{STATUS_XML}</r>'.encode(), "fmt=2", id="xml-attribute-and-element"),
+    ],
+)
+def test_a_name_repeated_with_the_same_value_is_read(body: bytes, query: str) -> None:
+    """A name repeated with the same value is no ambiguity: the request decodes to that value."""
+    decoded = decode(body, query, "", "utf-8")
+    assert (decoded.params["id"], decoded.params["status"]) == ("1001", "1")
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        pytest.param(
+            f'{{{STATUS_JSON}, "id\\u0000": "1", "id\\ud800": "2"}}'.encode(), "fmt=3", id="json-issue"
+        ),
+        pytest.param(
+            f'{{{STATUS_JSON}, "x\\u0000": "1", "x\\ufffd": "2"}}'.encode(), "fmt=3", id="json-nul-fffd"
+        ),
+        pytest.param(
+            f'{{{STATUS_JSON}, "x\\udfff": "1", "x\\ud800": "2"}}'.encode(), "fmt=3", id="json-surrogates"
+        ),
+        pytest.param(STATUS_FORM + b"&x%00=1&x%EF%BF%BD=2", "charset=utf-8", id="form-nul-fffd"),
+        pytest.param(STATUS_FORM + b"&x%EF%BF%BD=2", "charset=utf-8&x%00=1", id="query-and-body"),
+    ],
+)
+def test_names_that_collide_once_made_storable_are_a_bad_request(body: bytes, query: str) -> None:
+    """Names that become one name once NUL and lone surrogates are replaced by U+FFFD, with different
+    values, are refused rather than merged."""
+    with pytest.raises(BadRequest, match="collide"):
+        decode(body, query, "", "utf-8")
+
+
+def test_names_that_collide_with_values_that_collide_too_are_read() -> None:
+    """Two names and values that are stored identically once cleaned leave nothing ambiguous."""
+    body = f'{{{STATUS_JSON}, "x\\u0000": "a\\u0000", "x\\ud800": "a\\ud800"}}'.encode()
+    decoded = decode(body, "fmt=3", "", "utf-8")
+    assert decoded.params["x\x00"] == "a\x00"
+    assert decoded.params["x\ud800"] == "a\ud800"
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        pytest.param(STATUS_FORM + b"&charset=windows-1251", "charset=utf-8", id="form-query-vs-body"),
+        pytest.param(
+            f'{{{STATUS_JSON}, "charset": "windows-1251"}}'.encode(),
+            "fmt=3&charset=utf-8",
+            id="json-query-vs-body",
+        ),
+        pytest.param(
+            f"<r>{STATUS_XML}<charset>windows-1251</charset></r>".encode(),
+            "fmt=2&charset=utf-8",
+            id="xml-query-vs-body",
+        ),
+        pytest.param(
+            f'<r charset="windows-1251">{STATUS_XML}</r>'.encode(),
+            "fmt=2&charset=utf-8",
+            id="xml-query-vs-attribute",
+        ),
+        pytest.param(STATUS_FORM, "charset=utf-8&charset=windows-1251", id="query-twice"),
+        pytest.param(STATUS_FORM + b"&charset=utf-8&charset=koi8-r", "", id="form-body-twice"),
+        pytest.param(
+            f'{{"charset": "utf-8", {STATUS_JSON}, "charset": "windows-1251"}}'.encode(),
+            "fmt=3",
+            id="json-twice",
+        ),
+        pytest.param(
+            f'<r charset="utf-8">{STATUS_XML}<charset>windows-1251</charset></r>'.encode(),
+            "fmt=2",
+            id="xml-attribute-and-element",
+        ),
+    ],
+)
+def test_two_charsets_that_disagree_are_a_bad_request(body: bytes, query: str) -> None:
+    """Two `charset` parameters naming different charsets (query and body, or twice in one) are refused."""
+    with pytest.raises(BadRequest, match=r"charset|twice"):
+        decode(body, query, "", "utf-8")
+
+
+@pytest.mark.parametrize(
+    ("body", "query"),
+    [
+        pytest.param(STATUS_FORM + b"&charset=utf-8", "charset=utf8", id="form-query-vs-body"),
+        pytest.param(STATUS_FORM, "charset=utf-8&charset=UTF8", id="query-twice"),
+        pytest.param(STATUS_FORM + b"&charset=utf8&charset=Utf-8", "", id="form-body-twice"),
+        pytest.param(
+            f'{{"charset": "utf8", {STATUS_JSON}, "charset": "utf-8"}}'.encode(), "fmt=3", id="json-twice"
+        ),
+        pytest.param(
+            f'<r charset="utf8">{STATUS_XML}<charset>UTF-8</charset></r>'.encode(), "fmt=2", id="xml-twice"
+        ),
+    ],
+)
+def test_charsets_that_are_aliases_of_one_another_agree(body: bytes, query: str) -> None:
+    """`utf8` and `utf-8` name the same charset, so giving both is no disagreement."""
+    assert decode(body, query, "", "windows-1251").charset == "utf-8"
+
+
+def test_content_type_and_xml_declaration_never_refuse_a_request() -> None:
+    """A Content-Type charset and an XML declaration that disagree with `charset` are only ignored labels."""
+    xml = f'<?xml version="1.0" encoding="koi8-r"?><r>{STATUS_XML}<cmt>{CYRILLIC}</cmt></r>'
+    decoded = decode(xml.encode("utf-8"), "charset=utf-8&fmt=2", "text/xml; charset=windows-1251", "koi8-r")
+    assert decoded.params["cmt"] == CYRILLIC
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        pytest.param(
+            "json", f'{{{STATUS_JSON}, "cmt": "{{}}", "x": {{"charset": "windows-1251"}}}}', id="json-object"
+        ),
+        pytest.param(
+            "json", f'{{{STATUS_JSON}, "cmt": "{{}}", "x": [{{"charset": "koi8-r"}}]}}', id="json-array"
+        ),
+        pytest.param(
+            "json", f'{{{STATUS_JSON}, "cmt": "{{}}", "x": "\\"charset\\": \\"cp1251\\""}}', id="json-text"
+        ),
+        pytest.param(
+            "xml",
+            f"<r>{STATUS_XML}<cmt>{{}}</cmt><x><charset>windows-1251</charset></x></r>",
+            id="xml-nested",
+        ),
+        pytest.param(
+            "xml",
+            f"<r>{STATUS_XML}<cmt>{{}}</cmt><x><![CDATA[<charset>cp1251</charset>]]></x></r>",
+            id="xml-cdata",
+        ),
+        pytest.param(
+            "xml", f'<r>{STATUS_XML}<cmt>{{}}</cmt><x charset="windows-1251"/></r>', id="xml-child-attribute"
+        ),
+    ],
+)
+def test_a_nested_charset_does_not_decide_the_body(fmt: str, text: str) -> None:
+    """Only the record's own `charset` counts: one inside a nested value, CDATA or a child is text."""
+    body = text.replace("{}", CYRILLIC).encode("utf-8")
+    decoded = decode(body, "", "", "utf-8")
+    assert decoded.charset == "utf-8"
+    assert decoded.params["cmt"] == CYRILLIC
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        pytest.param(
+            "json", f'{{"result": {{{STATUS_JSON}, "charset": "windows-1251", "cmt": "{{}}"}}}}', id="json"
+        ),
+        pytest.param(
+            "xml",
+            f"<response><result>{STATUS_XML}<charset>windows-1251</charset><cmt>{{}}</cmt></result></response>",
+            id="xml",
+        ),
+    ],
+)
+def test_the_charset_of_a_wrapped_record_decides(fmt: str, text: str) -> None:
+    """The `charset` of the record inside a single wrapper is the record's own, and decides the body."""
+    body = text.replace("{}", CYRILLIC).encode("cp1251")
+    decoded = decode(body, "", "", "utf-8")
+    assert decoded.charset == "cp1251"
+    assert decoded.params["cmt"] == CYRILLIC
+
+
+@pytest.mark.parametrize(("codec", "default"), [("utf-8", "windows-1251"), ("cp1251", "windows-1251")])
+def test_xml_with_non_ascii_element_names_is_read_in_its_own_charset(codec: str, default: str) -> None:
+    """Element names that are not ASCII are read in the charset the record names."""
+    name = "windows-1251" if codec == "cp1251" else "utf-8"
+    text = f"<r>{STATUS_XML}<charset>{name}</charset><имя>{CYRILLIC}</имя></r>"
+    decoded = decode(text.encode(codec), "fmt=2", "", default)
+    assert decoded.params["имя"] == CYRILLIC
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=x",
+        "Multipart/Mixed; boundary=x",
+        " multipart/form-data",
+        "multipart/related",
+    ],
+)
+@pytest.mark.parametrize(
+    "body", [b"", b'--x\r\nContent-Disposition: form-data; name="cmt"\r\n\r\nhi\r\n--x--\r\n']
+)
+def test_a_multipart_content_type_is_a_bad_request_even_with_the_fields_in_the_query(
+    content_type: str, body: bytes
+) -> None:
+    """A multipart request is refused, even when its query string holds every field of an event."""
+    query = "id=1001&phone=79998887766&status=1&charset=utf-8"
+    assert decode(b"", query, "application/x-www-form-urlencoded", "utf-8").kind == "status"
+    with pytest.raises(BadRequest, match="multipart"):
+        decode(body, query, content_type, "utf-8")
+
+
+XML_INCOMING = "<result><id>5001</id><phone>79998887766</phone>{}<to>79001234567</to></result>"
+
+
+@pytest.mark.parametrize(
+    ("mes_xml", "mes"),
+    [
+        pytest.param("<mes><![CDATA[Привет,\r\nмир]]></mes>", "Привет,\r\nмир", id="cdata-crlf"),
+        pytest.param("<mes><![CDATA[\r]]></mes>", "\r", id="cdata-cr-only"),
+        pytest.param("<mes><![CDATA[a\rb\r\rc]]></mes>", "a\rb\r\rc", id="cdata-several"),
+        pytest.param("<mes>x<![CDATA[<b>\r\n</b>]]>y\r\n</mes>", "x<b>\r\n</b>y\r\n", id="cdata-and-text"),
+        pytest.param("<mes><![CDATA[]]]]><![CDATA[>\r]]></mes>", "]]>\r", id="cdata-split-by-sender"),
+        pytest.param("<mes>a\r\nb\rc</mes>", "a\r\nb\rc", id="text"),
+        pytest.param("<mes>a&#13;&#10;b</mes>", "a\r\nb", id="text-references"),
+        pytest.param('<mes a="1"\r\n>a\r\nb</mes>', "a\r\nb", id="cr-in-a-tag"),
+        pytest.param("<!-- \r\n --><mes>a\r\nb</mes>", "a\r\nb", id="comment"),
+    ],
+)
+def test_a_carriage_return_in_xml_text_or_cdata_is_kept(mes_xml: str, mes: str) -> None:
+    """A CR in element text or in CDATA reaches `mes` as sent, not turned into LF or `&#13;`."""
+    text = '<?xml version="1.0"?>\r\n' + XML_INCOMING.format(mes_xml) + "\r\n"
+    assert decode(text.encode(), "fmt=2", "", "utf-8").params["mes"] == mes
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        pytest.param("a\r\nb", "a b", id="crlf-is-one-space"),
+        pytest.param("a\rb\nc\td", "a b c d", id="cr-lf-tab-are-spaces"),
+        pytest.param("a&#13;&#10;b&#9;", "a\r\nb\t", id="references-stay"),
+    ],
+)
+def test_xml_attribute_values_get_what_xml_allows(attribute: str, value: str) -> None:
+    """Literal CR, LF and TAB in an attribute value become spaces (XML's rule); references stay."""
+    text = f'<result id="5001" phone="79998887766" to="79001234567" mes="{attribute}"/>'
+    assert decode(text.encode(), "fmt=2", "", "utf-8").params["mes"] == value
+
+
+# kind, field, value, accepted. A phone-like field is joined by ':' into the hashed string.
+PHONE_ROWS = [
+    ("status", "phone", "79998887766", True),
+    ("status", "phone", "+79998887766", True),
+    ("status", "phone", "900", True),
+    ("status", "phone", "123456789012345", True),
+    ("status", "phone", "user@example.com", True),
+    ("status", "phone", "ivan.petrov+sms@почта.рф", True),
+    ("status", "phone", "@smsc_bot", True),
+    ("status", "phone", "#123456789", True),
+    ("status", "phone", "7999:8887766", False),
+    ("status", "phone", "Привет, мир!", False),
+    ("status", "phone", "SMSC.RU", False),
+    ("status", "phone", "12", False),
+    ("status", "phone", "1234567890123456", False),
+    ("status", "phone", "7" * 5000, False),
+    ("status", "phone", "user@localhost", False),
+    ("status", "phone", "a@b.ru:1", False),
+    ("status", "phone", "++79998887766", False),
+    ("incoming", "phone", "79998887766", True),
+    ("incoming", "phone", "SMSC.RU", True),
+    ("incoming", "phone", "Sber Bank", True),
+    ("incoming", "phone", "МТС", True),
+    ("incoming", "phone", "Tele2-info", True),
+    ("incoming", "phone", "900", True),
+    ("incoming", "phone", "a:b", False),
+    ("incoming", "phone", "Привет, мир!", False),
+    ("incoming", "phone", "x" * 33, False),
+    ("incoming", "phone", "line\nbreak", False),
+    ("incoming", "to", "79001234567", True),
+    ("incoming", "to", "+79001234567", True),
+    ("incoming", "to", "7522", True),
+    ("incoming", "to", "1", False),
+    ("incoming", "to", "-1", False),
+    ("incoming", "to", "SMSC", False),
+    ("incoming", "to", "7900:1", False),
+    ("call", "phone", "79998887766", True),
+    ("call", "phone", "+442071234567", True),
+    ("call", "phone", "79998887766:1700000200", False),
+    ("call", "phone", "anonymous", False),
+    ("call", "phone", "7" * 16, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value", "accepted"),
+    PHONE_ROWS,
+    ids=[f"{k}-{f}-{v[:20]}-{'ok' if a else 'no'}" for k, f, v, a in PHONE_ROWS],
+)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_only_plausible_phones_are_read(fmt: str, kind: str, field: str, value: str, accepted: bool) -> None:
+    """A phone-like field holds a number (or what the kind may carry there), else the request is refused."""
+    req = build(kind, fmt, "utf-8", algorithm=None, params={**SAMPLES[kind], field: value})
+    if accepted:
+        assert decode(req.body, req.query, req.content_type, "windows-1251").params[field] == value
+    else:
+        with pytest.raises(BadRequest, match=rf"'{field}'"):
+            decode(req.body, req.query, req.content_type, "windows-1251")

@@ -15,6 +15,8 @@ from smsc.protocol.fields import Format, Kind
 from smsc.protocol.normalize import CallConfirmation, IncomingMessage, StatusEvent, normalize
 
 MOSCOW = ZoneInfo("Europe/Moscow")
+# When the ingress received the request: the plausibility of every time is relative to it.
+RECEIVED = datetime(2025, 1, 1, tzinfo=UTC)
 BASE: dict[str, dict[str, str]] = {
     "status": {"id": "1001", "phone": "79998887766", "status": "1"},
     "incoming": {"id": "5001", "phone": "79998887766", "mes": "Привет", "to": "79001234567"},
@@ -22,7 +24,7 @@ BASE: dict[str, dict[str, str]] = {
 }
 
 
-def event(kind: str, tz: ZoneInfo = MOSCOW, /, **params: str | None) -> Any:
+def event(kind: str, tz: ZoneInfo = MOSCOW, received_at: datetime = RECEIVED, /, **params: str | None) -> Any:
     """normalize() of an event of `kind`: BASE's fields, then `params` (None removes a field)."""
     merged = dict(BASE[kind])
     for name, value in params.items():
@@ -30,7 +32,9 @@ def event(kind: str, tz: ZoneInfo = MOSCOW, /, **params: str | None) -> Any:
             merged.pop(name, None)
         else:
             merged[name] = value
-    return normalize(Decoded(kind=Kind(kind), fmt=Format.FORM, charset="utf-8", params=merged), tz)
+    return normalize(
+        Decoded(kind=Kind(kind), fmt=Format.FORM, charset="utf-8", params=merged), tz, received_at
+    )
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -105,7 +109,7 @@ def test_absent_or_empty_optional_fields_are_none(
     ("kind", "field", "text", "attribute", "expected"),
     [
         ("status", "ts", "1700000000", "ts", utc(2023, 11, 14, 22, 13, 20)),
-        ("status", "ts", "0", "ts", utc(1970, 1, 1)),
+        ("status", "ts", "946684800", "ts", utc(2000, 1, 1)),
         ("status", "ts", "1700000000.5", "ts", datetime(2023, 11, 14, 22, 13, 20, 500000, tzinfo=UTC)),
         ("incoming", "sent", "1700000100", "sent_at", utc(2023, 11, 14, 22, 15)),
         ("incoming", "time", "1700000101", "server_received_at", utc(2023, 11, 14, 22, 15, 1)),
@@ -399,3 +403,53 @@ def test_an_unreadable_value_is_a_permanent_error_naming_the_field(kind: str, fi
     """A known field whose value cannot be read raises PermanentError whose message names the field."""
     with pytest.raises(PermanentError, match=rf"\b{field}\b"):
         event(kind, **{field: text})
+
+
+DAY = 86_400
+RECEIVED_TS = 1_735_689_600  # RECEIVED as unix seconds, written out independently
+# kind, field, value, whether it is stored: plausible from 2000-01-01 UTC to a day after receipt.
+TIMES = [
+    *[
+        (kind, field, value, ok)
+        for kind, field in (("status", "ts"), ("incoming", "sent"), ("incoming", "time"), ("call", "ts"))
+        for value, ok in (
+            ("946684800", True),  # 2000-01-01 00:00:00 UTC
+            ("946684799", False),
+            ("0", False),
+            (str(RECEIVED_TS + DAY), True),
+            (str(RECEIVED_TS + DAY + 1), False),
+            ("4102444800", False),  # 2100
+            ("253402300799", False),  # the last second datetime holds
+        )
+    ],
+    ("status", "time", "01.01.00 03:00:00", True),  # midnight UTC, in Moscow
+    ("status", "time", "01.01.00 02:59:59", False),
+    ("status", "time", "31.12.99 23:59:59", False),  # a 2-digit 99 is 1999
+    ("status", "time", "02.01.25 03:00:00", True),  # a day after receipt, in Moscow
+    ("status", "time", "02.01.25 03:00:01", False),
+    ("status", "time", "01.01.2068 00:00:00", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "text", "stored"),
+    TIMES,
+    ids=[f"{k}-{f}-{t}-{'ok' if o else 'no'}" for k, f, t, o in TIMES],
+)
+def test_a_time_before_2000_or_over_a_day_after_receipt_is_a_permanent_error(
+    kind: str, field: str, text: str, stored: bool
+) -> None:
+    """`ts`, `time` and `sent` are stored only from 2000 up to a day after the request was received."""
+    if stored:
+        event(kind, MOSCOW, RECEIVED, **{field: text})
+    else:
+        with pytest.raises(PermanentError, match=rf"\b{field}\b.*implausible"):
+            event(kind, MOSCOW, RECEIVED, **{field: text})
+
+
+def test_plausibility_is_relative_to_the_receipt_not_to_now() -> None:
+    """A time far in today's future is accepted when the request was received later (a replay)."""
+    later = datetime(2200, 1, 1, tzinfo=UTC)
+    assert event("call", MOSCOW, later, ts="7258118400").called_at == utc(2200, 1, 1)
+    with pytest.raises(PermanentError):
+        event("call", MOSCOW, RECEIVED, ts="7258118400")

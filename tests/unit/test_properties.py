@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from smsc.exceptions import BadRequest, InvalidSignature, PermanentError
@@ -18,9 +19,10 @@ from smsc.protocol.decode import Decoded, decode, peek
 from smsc.protocol.fields import HashAlgorithm
 from smsc.protocol.normalize import IncomingMessage, normalize
 from smsc.protocol.signature import verify
-from tests.payloads import ALGORITHMS, CHARSETS, CONTROL, FORMATS, KINDS, PY_CODEC, SECRET, build
+from tests.payloads import ALGORITHMS, CHARSETS, CONTROL, FORMATS, KINDS, PY_CODEC, SAMPLES, SECRET, build
 
 MOSCOW = ZoneInfo("Europe/Moscow")
+RECEIVED = datetime(2025, 1, 1, tzinfo=UTC)
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Charset names as a sender might spell them: ours, aliases, Python's text and bytes transforms, junk.
@@ -41,6 +43,11 @@ BODY_PIECES = st.one_of(
     st.sampled_from([b"{", b"}", b"[", b"]", b'"', b":", b",", b"<", b">", b"</", b"/>", b"\xef\xbb\xbf"]),
     st.sampled_from([b'"charset": "', b"<charset>", b"</charset>", b"<?xml version='1.0' encoding='", b"?>"]),
     st.sampled_from([b"<!DOCTYPE r [<!ENTITY a 'x'>]>", b"&a;", b"&#0;", b"<![CDATA[", b"]]>", b"1e999"]),
+    # Names given twice, names that collide once made storable, CRs where XML treats them apart.
+    st.sampled_from(
+        [b'"id": 1, "id": 2', b'"x\\u0000": 1, "x\\ud800": 2', b"<id>1</id><id>2</id>", b"&id=1&id=2"]
+    ),
+    st.sampled_from([b"\r", b"<![CDATA[\r\n]]>", b'<x a="\r"/>', b"<!--\r-->", b'"charset": "utf8"']),
     QUERY_PIECES.map(lambda piece: piece.encode("utf-8", "surrogatepass")),
     st.binary(max_size=8),
 )
@@ -208,7 +215,7 @@ def test_structured_request_decodes_normalizes_and_verifies_or_fails_cleanly(
         with contextlib.suppress(InvalidSignature):
             verify(decoded, algorithm, secret)
     with contextlib.suppress(PermanentError):
-        normalize(decoded, MOSCOW)
+        normalize(decoded, MOSCOW, RECEIVED)
 
 
 # Names the protocol gives no meaning to, so normalize has nothing to refuse in them.
@@ -248,13 +255,15 @@ def test_utf8_json_mes_survives_decode_and_normalize_exactly(
     decoded = decode(body, query, content_type, default_charset)
     assert decoded.kind == "incoming"
     assert decoded.params["mes"] == mes
-    event = normalize(decoded, MOSCOW)
+    event = normalize(decoded, MOSCOW, RECEIVED)
     assert isinstance(event, IncomingMessage)
     assert event.text == mes.replace("\x00", "\ufffd")
 
 
 SECRETS = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
 PHONES = st.from_regex(r"\+?[0-9]{5,15}", fullmatch=True)
+# Alphanumeric senders of an incoming SMS.
+SENDERS = st.from_regex(r"[A-Za-zА-Яа-яЁё0-9][A-Za-zА-Яа-яЁё0-9 .&'!+@#_-]{0,30}", fullmatch=True)
 
 
 def texts(fmt: str, charset: str) -> st.SearchStrategy[str]:
@@ -277,13 +286,13 @@ def signed_requests(draw: st.DrawFn) -> tuple[str, str, str, str, dict[str, str]
     # Mostly what the gateway sends; sometimes any text the required-field check lets through.
     odd = texts(fmt, charset).filter(str.strip)
     params = {
-        "phone": draw(PHONES | odd),
+        "phone": draw(PHONES | SENDERS if kind == "incoming" else PHONES),
         "id": draw(st.integers(min_value=1, max_value=2**63 - 1).map(str) | odd),
     }
     if kind == "status":
         params["status"] = draw(st.integers(min_value=-3, max_value=100).map(str) | odd)
     elif kind == "incoming":
-        params.update(mes=draw(texts(fmt, charset)), to=draw(PHONES | odd))
+        params.update(mes=draw(texts(fmt, charset)), to=draw(PHONES))
     else:
         params.update(waitcall="1", ts=draw(st.integers(min_value=0, max_value=2**34).map(str) | odd))
     extra = st.dictionaries(st.sampled_from(["sms_id", "time", "cnt", "cost", "sender", "account"]), DIGITS)
@@ -328,13 +337,79 @@ XML_1251_TEXT = texts("xml", "windows-1251")
 
 
 @PROPERTY
-@example(mes="Привет,\r\nмир", charset="utf-8")
+@example(mes="Привет,\r\nмир", charset="utf-8", cdata=True)
 @given(
     mes=st.builds("{}{}{}".format, XML_1251_TEXT, st.sampled_from(["\r", "\r\n"]), XML_1251_TEXT),
     charset=st.sampled_from(["utf-8", "windows-1251"]),
+    cdata=st.booleans(),
 )
-def test_xml_sms_with_a_carriage_return_verifies(mes: str, charset: str) -> None:
-    """An incoming SMS whose text holds a CR, sent as XML and signed by the gateway, verifies."""
+def test_xml_sms_with_a_carriage_return_verifies(mes: str, charset: str, cdata: bool) -> None:
+    """An incoming SMS whose text holds a CR, sent as XML text or CDATA and signed by the gateway,
+    verifies and keeps its text as sent."""
     params = {"id": "5001", "phone": "79998887766", "mes": mes, "to": "79001234567"}
-    r = build("incoming", "xml", charset, "md5", params)
-    verify(decode(r.body, r.query, r.content_type, "windows-1251"), HashAlgorithm.MD5, SECRET)
+    r = build("incoming", "xml", charset, "md5", params, cdata=cdata)
+    decoded = decode(r.body, r.query, r.content_type, "windows-1251")
+    verify(decoded, HashAlgorithm.MD5, SECRET)
+    assert decoded.params["mes"] == mes
+
+
+NAMES = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=8)
+PLAIN_VALUES = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+
+
+def body_with_pairs(fmt: str, pairs: list[tuple[str, str]]) -> bytes:
+    """A body carrying `pairs` in order, repeated names included, written without the product code."""
+    if fmt == "form":
+        return urlencode(pairs).encode("ascii")
+    if fmt == "json":
+        return ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}").encode()
+    return ("<r>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in pairs) + "</r>").encode()
+
+
+@PROPERTY
+@given(
+    fmt=st.sampled_from(FORMATS),
+    record=st.dictionaries(NAMES, PLAIN_VALUES, max_size=6),
+    name=NAMES.filter(lambda name: name != "charset"),
+    values=st.lists(PLAIN_VALUES, min_size=2, max_size=2, unique=True),
+    where=st.integers(min_value=0, max_value=6),
+)
+def test_a_name_given_twice_with_different_values_never_decodes(
+    fmt: str, record: dict[str, str], name: str, values: list[str], where: int
+) -> None:
+    """Whatever else a body holds, a name it gives twice with different values makes it a BadRequest."""
+    pairs = [(k, v) for k, v in record.items() if k != name]
+    pairs[where:where] = [(name, values[0])]
+    pairs.append((name, values[1]))
+    with pytest.raises(BadRequest):
+        decode(body_with_pairs(fmt, pairs), "", "", "utf-8")
+
+
+@PROPERTY
+@given(
+    fmt=st.sampled_from(["form", "json"]),
+    stem=st.tuples(NAMES, NAMES),
+    marks=st.lists(
+        st.sampled_from(["\x00", "\ufffd", "\ud800", "\udfff"]), min_size=2, max_size=2, unique=True
+    ),
+    values=st.lists(PLAIN_VALUES, min_size=2, max_size=2, unique=True),
+)
+def test_names_colliding_once_made_storable_never_decode(
+    fmt: str, stem: tuple[str, str], marks: list[str], values: list[str]
+) -> None:
+    """Two names equal once NUL and lone surrogates become U+FFFD, with different values, are a BadRequest."""
+    if fmt == "form":
+        # A url-encoded body carries no lone surrogate in utf-8.
+        assume("\ud800" not in marks and "\udfff" not in marks)
+    head, tail = stem
+    pairs = [
+        *SAMPLES["status"].items(),
+        (head + marks[0] + tail, values[0]),
+        (head + marks[1] + tail, values[1]),
+    ]
+    if fmt == "form":
+        body = urlencode(pairs).encode("ascii")
+    else:
+        body = ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}").encode()
+    with pytest.raises(BadRequest):
+        decode(body, "charset=utf-8", "", "utf-8")

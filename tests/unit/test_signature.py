@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import zlib
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from smsc.exceptions import InvalidSignature
+from smsc.exceptions import BadRequest, InvalidSignature, PermanentError
 from smsc.protocol.decode import Decoded, decode
 from smsc.protocol.fields import Format, HashAlgorithm, Kind
+from smsc.protocol.normalize import normalize
 from smsc.protocol.signature import accepted_forms, control_string, verify
 from tests.payloads import (
     ALGORITHMS,
@@ -281,3 +284,86 @@ def test_crc32_forms_cover_a_negative_and_a_zero_padded_value() -> None:
     assert _crc_forms(b"test") == {"3632233996", "-662733300", "d87f7e0c"}
     assert _crc_forms(b"33") == {"174200537", "0a6216d9"}
     assert set(accepted_forms(HashAlgorithm.CRC32, b"")) == {"0", "00000000"}
+
+
+CAPTURED_SMS = {"phone": "79998887766", "mes": "Привет, мир!", "to": "79001234567"}
+CAPTURED_STATUS = {"id": "1001", "phone": "79998887766", "status": "1"}
+CAPTURED_SMS_WITH_COLON = {"phone": "79998887766", "mes": "код:42", "to": "79001234567"}
+# A captured request re-used as another kind (or re-split): its values joined by ':' make the same
+# control string, so its hash verifies. Refused by decode (400) or, where every phone-like field is
+# plausible, by normalize (dead letter): never stored. Rows: original, forged kind and fields, refused by.
+FORGERIES = [
+    pytest.param(
+        ("incoming", CAPTURED_SMS),
+        ("status", {"id": "79998887766", "phone": "Привет, мир!", "status": "79001234567"}),
+        "decode",
+        id="sms-as-status",
+    ),
+    pytest.param(
+        ("status", CAPTURED_STATUS),
+        ("incoming", {"id": "1", "phone": "1001", "mes": "79998887766", "to": "1"}),
+        "decode",
+        id="status-as-sms",
+    ),
+    pytest.param(
+        ("incoming", CAPTURED_SMS),
+        ("call", {"waitcall": "1", "phone": "79998887766:Привет, мир!", "ts": "79001234567"}),
+        "decode",
+        id="sms-as-call-colon-in-phone",
+    ),
+    pytest.param(
+        ("incoming", CAPTURED_SMS),
+        ("call", {"waitcall": "1", "phone": "79998887766", "ts": "Привет, мир!:79001234567"}),
+        "normalize",
+        id="sms-as-call-colon-in-ts",
+    ),
+    pytest.param(
+        ("status", CAPTURED_STATUS),
+        ("call", {"waitcall": "1", "phone": "1001:79998887766", "ts": "1"}),
+        "decode",
+        id="status-as-call-colon-in-phone",
+    ),
+    pytest.param(
+        ("status", CAPTURED_STATUS),
+        ("call", {"waitcall": "1", "phone": "1001", "ts": "79998887766:1"}),
+        "normalize",
+        id="status-as-call-colon-in-ts",
+    ),
+    pytest.param(
+        ("incoming", CAPTURED_SMS_WITH_COLON),
+        ("incoming", {"id": "2", "phone": "79998887766:код", "mes": "42", "to": "79001234567"}),
+        "decode",
+        id="sms-re-split-into-phone",
+    ),
+    pytest.param(
+        ("incoming", CAPTURED_SMS_WITH_COLON),
+        ("incoming", {"id": "2", "phone": "79998887766", "mes": "код", "to": "42:79001234567"}),
+        "decode",
+        id="sms-re-split-into-to",
+    ),
+]
+
+
+@pytest.mark.parametrize(("original", "forged", "refused_by"), FORGERIES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_captured_hash_reused_as_another_kind_is_never_stored(
+    fmt: str,
+    original: tuple[str, dict[str, str]],
+    forged: tuple[str, dict[str, str]],
+    refused_by: str,
+) -> None:
+    """A signed request's hash put on another kind's fields (same control string) is refused by decode,
+    or, where its phones are plausible, by normalize: it never becomes an event."""
+    (kind, params), (forged_kind, forged_params) = original, forged
+    captured = sign(kind, params, "md5")
+    assert sign(forged_kind, forged_params, "md5") == captured
+    req = build(forged_kind, fmt, "utf-8", algorithm=None, params={**forged_params, "md5": captured})
+    if refused_by == "decode":
+        with pytest.raises(BadRequest, match="implausible"):
+            decoded(req)
+    else:
+        forged_event = decoded(req)
+        assert forged_event.kind == forged_kind
+        verify(forged_event, HashAlgorithm.MD5, SECRET)
+        with pytest.raises(PermanentError, match="ts"):
+            normalize(forged_event, ZoneInfo("Europe/Moscow"), datetime(2025, 1, 1, tzinfo=UTC))
