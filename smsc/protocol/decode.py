@@ -29,8 +29,8 @@ from smsc.protocol.fields import (
     codec_for,
     event_ids,
     kind_of,
-    storable,
 )
+from smsc.text import storable
 
 _MULTIPART = re.compile(r"\s*multipart/", re.IGNORECASE)
 _CT_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)

@@ -85,15 +85,6 @@ def _codec_of(name: str) -> str:
     raise UnknownCharset(f"unsupported charset {name[:40]!r}")
 
 
-# PostgreSQL text and jsonb cannot hold NUL, nor UTF-8 a lone surrogate (a JSON "\ud800" escape).
-_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(text: str) -> str:
-    """`text` with the characters PostgreSQL cannot store replaced by U+FFFD."""
-    return _UNSTORABLE.sub("\ufffd", text)
-
-
 def kind_of(params: dict[str, str]) -> Kind:
     """Tell the kind the way the vendor's sample handler does: `mes`, then `waitcall`."""
     if "mes" in params:

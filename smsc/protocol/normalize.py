@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from smsc.exceptions import PermanentError
 from smsc.protocol.decode import Decoded
-from smsc.protocol.fields import Kind, storable
+from smsc.protocol.fields import Kind
+from smsc.text import storable
 
 # Digit counts are bounded: the range checks below then never meet Python's int() size limit.
 _INT = re.compile(r"[+-]?[0-9]{1,30}")
