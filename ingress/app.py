@@ -199,13 +199,23 @@ async def elsewhere(request: web.Request) -> web.StreamResponse:
     route = ROUTES.get(path)
     if route is None:
         log.warning(
-            "request_rejected", code=400, reason="unknown path", method=request.method, path=path[:200]
+            "request_rejected",
+            code=400,
+            reason="unknown path",
+            peer=request.remote,
+            method=request.method,
+            path=path[:200],
         )
         return web.Response(status=400, text="bad request: unknown path\n")
     methods, handler = route
     if request.method not in methods:
         log.warning(
-            "request_rejected", code=405, reason="method not allowed", method=request.method, path=path
+            "request_rejected",
+            code=405,
+            reason="method not allowed",
+            peer=request.remote,
+            method=request.method,
+            path=path,
         )
         return web.Response(status=405, headers={"Allow": ", ".join(methods)}, text="method not allowed\n")
     return await handler(request)
