@@ -10,15 +10,20 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import MatchInfoError
 from redis.exceptions import RedisError
+from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from ingress.backpressure import QueueWatch
 from ingress.enqueue import Enqueuer
+from ingress.wire import HANDLER_PATH, compression, content_type_text, query_text, target_path
 from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
 from smsc.exceptions import BadRequest, InvalidSignature
-from smsc.protocol import RawRequest, decode, verify
+from smsc.protocol import Decoded, RawRequest, decode, verify
 from smsc.protocol.fields import log_ids
-from smsc.protocol.raw import redact_query
+from smsc.protocol.raw import redact_query, redact_secret
 from smsc.queue import queue_key
 from smsc.settings import Settings
 
@@ -33,11 +38,25 @@ WATCH = web.AppKey("watch", QueueWatch)
 def create_app(settings: Settings) -> web.Application:
     """The ingress for `settings`; refuses to build without a secret unless unsigned is allowed."""
     settings.require_secret()
-    app = web.Application(client_max_size=settings.max_body)
+    app = web.Application(
+        client_max_size=settings.max_body,
+        middlewares=[_never_404],
+        # Set here, not by the runner, so that every way of serving the app (run_app, the tests'
+        # servers, each process of `serve --workers N`) gets them.
+        handler_args={
+            # A compressed body is refused, never inflated (a 64 KB gzip bomb costs CPU at once).
+            "auto_decompress": False,
+            # aiohttp closes a connection whose handler waits for a request past this: one that has
+            # not finished its headers in time, and an idle keep-alive connection alike.
+            "keepalive_timeout": settings.read_timeout,
+            # A client leaving mid-body does not cancel the handler, which logs it as any bad body.
+            "handler_cancellation": False,
+        },
+    )
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_redis_client)
     # Never 404 on the handler: a 404 stops the gateway's retries for good.
-    for path in ("/smsc", "/smsc/"):
+    for path in (HANDLER_PATH, f"{HANDLER_PATH}/"):
         app.router.add_post(path, receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -63,20 +82,30 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def receive(request: web.Request) -> web.Response:
     """Verify one callback, store it raw as an RQ job, and answer 200 only once Redis has it."""
-    settings = request.app[SETTINGS]
     rid = uuid.uuid4().hex
-    received_at = time.time()
     bound = log.bind(rid=rid, peer=request.remote)
+    try:
+        return await _receive(request, rid, bound)
+    except Exception:  # noqa: BLE001 - the outermost catch; logged with its traceback
+        # A bug of ours: the gateway retries anything but 200/404, so ask it to come back later.
+        bound.exception("request_failed", code=503)
+        return web.Response(status=503, text="temporarily unavailable\n")
+
+
+async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> web.Response:
+    settings = request.app[SETTINGS]
+    received_at = time.time()
     if request.app[WATCH].full:
         bound.warning("request_not_stored", code=503, reason="queue full", length=request.app[WATCH].length)
         return web.Response(status=503, text="temporarily unavailable: queue full\n")
+    encoding = compression(request)
+    if encoding is not None:
+        bound.warning("request_rejected", code=415, reason=f"Content-Encoding {encoding[:40]!r}")
+        return _unread(web.Response(status=415, text="compressed bodies are not accepted\n"))
     too_large = f"body over {settings.max_body} bytes"
     if (request.content_length or 0) > settings.max_body:
         bound.warning("request_rejected", code=413, reason=too_large)
-        refused = web.Response(status=413, text=f"{too_large}\n")
-        # The body is left unread: the connection is not kept alive for another request.
-        refused.force_close()
-        return refused
+        return _unread(web.Response(status=413, text=f"{too_large}\n"))
     try:
         body = await _read_body(request, settings.read_timeout)
     except web.HTTPRequestEntityTooLarge:
@@ -85,30 +114,27 @@ async def receive(request: web.Request) -> web.Response:
     except TimeoutError:
         bound.warning("request_rejected", code=408, reason=f"body not received in {settings.read_timeout} s")
         return web.Response(status=408, text="body too slow\n")
-    query = request.rel_url.raw_query_string
-    content_type = request.headers.get("Content-Type", "")
+    except (RequestPayloadError, ConnectionError) as e:
+        # Broken chunked framing, a body shorter than announced, a client gone: aiohttp's own
+        # error text may quote the body, so only its class is kept.
+        bound.warning("request_rejected", code=400, reason=f"body broken: {type(e.__cause__ or e).__name__}")
+        return web.Response(status=400, text="bad request: body broken\n")
+    # Decoded and verified from exactly the text that is stored (see ingress/wire.py).
+    query = query_text(request)
+    content_type = content_type_text(request)
     try:
         decoded = decode(body, query, content_type, settings.default_charset)
         bound = bound.bind(kind=decoded.kind.value, fmt=decoded.fmt.value, **log_ids(decoded.params))
         if settings.secret:
             verify(decoded, settings.hash_algorithm, settings.secret)
+        body, query = _without_secret(body, query, content_type, decoded, settings)
     except BadRequest as e:
         bound.warning("request_rejected", code=400, reason=e.reason)
         return web.Response(status=400, text=f"bad request: {e.reason}\n")
     except InvalidSignature as e:
         bound.warning("request_rejected", code=403, reason=e.reason)
         return web.Response(status=403, text="forbidden: invalid signature\n")
-    except Exception:  # noqa: BLE001 - the outermost catch; logged with its traceback
-        # A bug of ours: the gateway retries anything but 200/404, so ask it to come back later.
-        bound.exception("request_failed", code=503)
-        return web.Response(status=503, text="temporarily unavailable\n")
-    raw = RawRequest(
-        rid=rid,
-        received_at=received_at,
-        query=redact_query(query),
-        content_type=content_type,
-        body=body,
-    )
+    raw = RawRequest(rid=rid, received_at=received_at, query=query, content_type=content_type, body=body)
     try:
         job_id = await request.app[ENQUEUER].submit(raw)
     except (RedisError, OSError) as e:
@@ -118,12 +144,81 @@ async def receive(request: web.Request) -> web.Response:
     return web.Response(text="OK\n")
 
 
+def _unread(refused: web.Response) -> web.Response:
+    # The body is left unread: the connection is not kept alive for another request.
+    refused.force_close()
+    return refused
+
+
 async def _read_body(request: web.Request, timeout: float) -> bytes:
     # A callback's body nearly always arrives with its headers: no timer is needed for it then.
     if request.content.is_eof():
         return await request.read()
     async with asyncio.timeout(timeout):
         return await request.read()
+
+
+def _without_secret(
+    body: bytes, query: str, content_type: str, decoded: Decoded, settings: Settings
+) -> tuple[bytes, str]:
+    """The body and query string to store: the hash values and the secret's bytes redacted.
+
+    A parameter that still holds the secret afterwards (percent- or entity-encoded, so that its
+    bytes do not show) cannot be stored: BadRequest.
+    """
+    hashless = redact_query(query)
+    if not settings.secret:
+        return body, hashless
+    stored_body = redact_secret(body, settings.secret)
+    stored_query = redact_secret(hashless.encode("ascii"), settings.secret).decode("ascii")
+    if stored_body == body and stored_query == hashless and not _holds_secret(decoded, settings.secret):
+        return body, hashless
+    stored = decode(stored_body, stored_query, content_type, settings.default_charset)
+    if _holds_secret(stored, settings.secret):
+        raise BadRequest("a parameter holds the secret")
+    return stored_body, stored_query
+
+
+def _holds_secret(decoded: Decoded, secret: str) -> bool:
+    secret = secret.lower()
+    return any(secret in name.lower() or secret in value.lower() for name, value in decoded.params.items())
+
+
+@web.middleware
+async def _never_404(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No route matched exactly (a path variant, another method, an odd target): see `elsewhere`."""
+    if isinstance(request.match_info, MatchInfoError):
+        return await elsewhere(request)
+    return await handler(request)
+
+
+async def elsewhere(request: web.Request) -> web.StreamResponse:
+    """Never 404, which would stop the gateway's retries: a variant of a known path is that path,
+    another method on it 405, any other path 400."""
+    path = target_path(request)
+    route = ROUTES.get(path)
+    if route is None:
+        log.warning(
+            "request_rejected",
+            code=400,
+            reason="unknown path",
+            peer=request.remote,
+            method=request.method,
+            path=path[:200],
+        )
+        return web.Response(status=400, text="bad request: unknown path\n")
+    methods, handler = route
+    if request.method not in methods:
+        log.warning(
+            "request_rejected",
+            code=405,
+            reason="method not allowed",
+            peer=request.remote,
+            method=request.method,
+            path=path,
+        )
+        return web.Response(status=405, headers={"Allow": ", ".join(methods)}, text="method not allowed\n")
+    return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -139,3 +234,11 @@ async def readyz(request: web.Request) -> web.Response:
         log.warning("not_ready", reason=f"redis: {type(e).__name__}")
         return web.Response(status=503, text="redis unreachable\n")
     return web.Response(text="ready\n")
+
+
+# Every path the ingress answers on, with its methods: what `elsewhere` compares a normalized path to.
+ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
+    HANDLER_PATH: (("POST",), receive),
+    "/healthz": (("GET", "HEAD"), healthz),
+    "/readyz": (("GET", "HEAD"), readyz),
+}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -16,7 +18,8 @@ from smsc.protocol.fields import HASH_PARAMS
 @dataclass(frozen=True)
 class RawRequest:
     """One POST to the handler, before any interpretation (the hash parameters of the query
-    string are redacted, since the handler URL carries the secret there)."""
+    string are redacted, since the handler URL carries the secret there, and so is the secret
+    wherever else it appears)."""
 
     rid: str
     received_at: float
@@ -65,3 +68,20 @@ def redact_query(query: str) -> str:
         name = unquote_plus(part.split("=", 1)[0]).strip().lower()
         parts.append(f"{name}={REDACTED}" if name in HASH_PARAMS else part)
     return "&".join(parts)
+
+
+def redact_secret(data: bytes, secret: str) -> bytes:
+    """`data` with the secret's bytes, in any letter case, replaced by `redacted`.
+
+    Used on the body and the query string before they are stored: a parameter holding the secret
+    (`sha1=<secret>` in a form, JSON or XML body) must never be. The secret is ASCII, as are its
+    bytes in every charset the gateway uses.
+    """
+    if not secret:
+        return data
+    return _pattern(secret).sub(REDACTED.encode("ascii"), data)
+
+
+@functools.lru_cache(maxsize=4)
+def _pattern(secret: str) -> re.Pattern[bytes]:
+    return re.compile(re.escape(secret.encode("ascii")), re.IGNORECASE)
