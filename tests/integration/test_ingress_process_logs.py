@@ -79,7 +79,7 @@ MALFORMED = {
     "control-byte-in-query": b"POST /smsc?" + QUERY + b"&x=\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
     "absolute-connect": b"CONNECT http://h/smsc?" + QUERY + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     "absolute-form": post(
-        b"http://smsc.test/smsc?" + QUERY, b"id=1&phone=7&status=1"
+        b"http://smsc.test/smsc?" + QUERY, b"id=1&phone=79998887766&status=1"
     ),  # request_rejected 403
     "connect-authority": b"CONNECT smsc.test:443 HTTP/1.1\r\nHost: x\r\n\r\n",  # 400 unknown path
     "connect-handler": b"CONNECT /smsc HTTP/1.1\r\nHost: x\r\n\r\n",  # 405

@@ -23,13 +23,14 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from smsc.settings import Settings
+from tests.fuzz import examples
 from tests.integration.conftest import service_env
 from tests.integration.test_ingress import status_line
 from tests.payloads import CHARSETS, FORMATS, KINDS, PY_CODEC, SAMPLES, build
 
-ANSWERS = {200, 400, 403, 405, 408, 413}
+ANSWERS = {200, 400, 403, 405, 408, 413, 415}
 PROPERTY = hypothesis.settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -125,10 +126,13 @@ GARBAGE = st.tuples(
     QUERY_TEXT,
     st.sampled_from(["", "application/json", "text/xml; charset=koi8-r", "text/plain; charset=klingon"]),
 )
-# Not CONNECT: its target names a host, not a path, so aiohttp routes it nowhere (404).
-OTHER_METHODS = st.sampled_from([b"GET", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"]) | st.from_regex(
-    rb"[A-Z]{1,8}", fullmatch=True
-).filter(lambda m: m != b"CONNECT")
+OTHER_METHODS = st.sampled_from(
+    [b"GET", b"HEAD", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"CONNECT"]
+) | st.from_regex(rb"[A-Z]{1,8}", fullmatch=True)
+# The handler's path as clients may spell it, and paths that are not the handler's.
+PATHS = st.sampled_from([b"/smsc", b"/smsc", b"/smsc/", b"//smsc", b"/smsc//", b"/x/../smsc", b"/smsc/."]) | (
+    st.sampled_from([b"/smsc;x", b"/smsc%20", b"/", b"/metrics"])
+)
 # Bytes a query string may not hold (the HTTP parser, not the handler, refuses them), and oddities.
 TARGET_NOISE = st.sampled_from([b" ", b"\x01", b"\xff", b"#frag", b"?", b"%zz", b"/.."])
 # Header values may carry obs-text; aiohttp hands them over as surrogate escapes.
@@ -144,7 +148,8 @@ def rarely(draw: st.DrawFn, strategy: st.SearchStrategy[Any], usual: Any) -> Any
 
 @st.composite
 def wires(draw: st.DrawFn) -> Wire:
-    """Any request to the handler path: signed, damaged or garbage; any method, header and framing."""
+    """Any request to the handler path or near it: signed, damaged or garbage; any method, header and
+    framing."""
     source = draw(st.sampled_from([SIGNED, SIGNED, damaged(), GARBAGE]))
     body, query, content_type = draw(source)
     method = rarely(draw, OTHER_METHODS, b"POST")
@@ -153,9 +158,8 @@ def wires(draw: st.DrawFn) -> Wire:
     if framing in ("none", "oversize"):
         body = b""
     excess = draw(st.integers(1, 10**9)) if framing == "oversize" else 0
-    # The noise goes into the query string: the path stays the handler's own.
     query_part = query.encode("ascii") + rarely(draw, TARGET_NOISE, b"")
-    target = draw(st.sampled_from([b"/smsc", b"/smsc/"])) + (b"?" + query_part if query_part else b"")
+    target = draw(PATHS) + (b"?" + query_part if query_part else b"")
     return Wire(method, target, header, body, framing, excess)
 
 
@@ -177,7 +181,7 @@ async def assert_healthy(client: TestClient[Any, Any]) -> None:
 async def test_any_request_gets_a_known_answer_and_the_server_stays_up(
     wire: Wire, client: TestClient[Any, Any], settings: Settings
 ) -> None:
-    """Any request to the handler path is answered 200, 400, 403, 405, 408 or 413 (never 404 or 5xx),
+    """Any request is answered 200, 400, 403, 405, 408, 413 or 415 (never 404 or 5xx),
     and /healthz still answers 200 after it."""
     status = await send(client, wire, settings.max_body)
     assert status in ANSWERS, wire

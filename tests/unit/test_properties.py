@@ -19,11 +19,12 @@ from smsc.protocol.decode import Decoded, decode, peek
 from smsc.protocol.fields import HashAlgorithm
 from smsc.protocol.normalize import IncomingMessage, normalize
 from smsc.protocol.signature import verify
+from tests.fuzz import examples
 from tests.payloads import ALGORITHMS, CHARSETS, CONTROL, FORMATS, KINDS, PY_CODEC, SAMPLES, SECRET, build
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 RECEIVED = datetime(2025, 1, 1, tzinfo=UTC)
-PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Charset names as a sender might spell them: ours, aliases, Python's text and bytes transforms, junk.
 CHARSET_NAMES = st.one_of(
