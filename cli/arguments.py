@@ -59,7 +59,7 @@ def job_id(text: str) -> str:
     return text
 
 
-def text(value: str) -> str:
+def search_text(value: str) -> str:
     """Free text to search for; bytes that are not UTF-8 cannot match anything we store."""
     try:
         value.encode("utf-8")

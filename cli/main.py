@@ -100,9 +100,13 @@ def _migrate(settings: Settings) -> None:
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", type=arguments.text, help="only those whose reason contains this text")
     parser.add_argument(
-        "--error-class", type=arguments.text, help="only those of this error class (e.g. PermanentError)"
+        "--reason", type=arguments.search_text, help="only those whose reason contains this text"
+    )
+    parser.add_argument(
+        "--error-class",
+        type=arguments.search_text,
+        help="only those of this error class (e.g. PermanentError)",
     )
     parser.add_argument("--job", type=arguments.job_id, help="only those of this RQ job id")
     parser.add_argument("--id", type=arguments.dead_letter_id, help="only this dead letter")

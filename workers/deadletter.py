@@ -152,6 +152,8 @@ def replay(settings: Settings, flt: Filter) -> Iterator[Replayed]:
 
 def _replay_rows(settings: Settings, flt: Filter, redis: Redis) -> Iterator[Replayed]:
     """One transaction per chunk, in dead_letter_id order: lock, enqueue, mark, commit."""
+    if not _in_postgres(flt):
+        return
     after = 0
     while True:
         queued: Job | None = None
@@ -193,11 +195,16 @@ def _replay_jobs(settings: Settings, flt: Filter, redis: Redis) -> Iterator[Repl
 
 
 def _from_postgres(settings: Settings, flt: Filter) -> list[DeadLetter]:
-    if flt.id is not None and row_id(flt.id) is None:
+    if not _in_postgres(flt):
         return []
     with connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(SELECT_DEAD_LETTERS, _params(flt)).fetchall()
     return [_row_letter(row) for row in rows]
+
+
+def _in_postgres(flt: Filter) -> bool:
+    """False when `flt` names a dead letter by an id that only Redis can hold (an RQ job id)."""
+    return flt.id is None or row_id(flt.id) is not None
 
 
 def _params(flt: Filter) -> dict[str, Any]:

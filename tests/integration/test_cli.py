@@ -191,8 +191,10 @@ def test_replay_says_so_when_marking_fails_after_queueing(
     assert db.execute("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL").fetchone() == (2,)
 
 
-def test_a_job_failed_without_our_handler_still_lists(settings: Settings, redis_db: Redis) -> None:
-    """A job RQ moved to its failed registry by itself (an abandoned job) lists with RQ's last line."""
+def test_a_job_failed_without_our_handler_still_lists(settings: Settings, db: Any, redis_db: Redis) -> None:
+    """A job RQ moved to its failed registry by itself (an abandoned job) lists with RQ's last line,
+    and `replay --id` with its job id replays it alone."""
+    insert(db)
     call = build("call")
     raw = RawRequest("r1", time.time(), call.query, call.content_type, call.body)
     job = build_job([raw], settings)
@@ -203,7 +205,7 @@ def test_a_job_failed_without_our_handler_still_lists(settings: Settings, redis_
     with redis_db.pipeline() as pipe:
         record_job_failure(job, "Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-11-29", pipe)
         pipe.execute()
-    done = cli("dead-letter", "list")
+    done = cli("dead-letter", "list", "--id", job.id)
     lines = done.stdout.decode().splitlines()
     assert (done.returncode, done.stderr, len(lines)) == (0, b"", 2), done.stderr
     assert lines[0].startswith(f"{job.id} [redis] {datetime.now(UTC):%Y-%m-%d}")
@@ -214,6 +216,9 @@ def test_a_job_failed_without_our_handler_still_lists(settings: Settings, redis_
     assert (
         f"dead letter {job.id} (in redis, job {job.id})" in cli("dead-letter", "show", job.id).stdout.decode()
     )
+    replayed = cli("replay", "--id", job.id).stdout.decode().splitlines()
+    assert (len(replayed), replayed[-1]) == (2, "1 dead letter(s) replayed")
+    assert db.execute("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL").fetchone() == (1,)
 
 
 def test_replay_beside_a_worker_rewriting_the_same_rows_never_waits(
