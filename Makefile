@@ -44,7 +44,7 @@ replay: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy smsc ingress workers
+	$(BIN)/mypy smsc ingress workers cli
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -12,28 +12,36 @@ deduplicated like any copy, so replaying twice is harmless.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from redis import Redis
+from redis.exceptions import RedisError
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from smsc.exceptions import PermanentError
+from smsc.exceptions import PermanentError, TransientError
 from smsc.protocol.decode import peek
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
 from workers.db import connect
+from workers.failures import failure_of, one_line
 
-SELECT_DEAD_LETTERS = """
+_COLUMNS = """
 SELECT dead_letter_id, job_id, kind, event_ref, phone, error_class, reason, attempts, raw,
        first_failed_at, failed_at, replayed_at
 FROM dead_letters
+"""
+
+_MATCHING = """
 WHERE (%(include_replayed)s OR replayed_at IS NULL)
   AND (%(reason)s::text IS NULL OR position(lower(%(reason)s) IN lower(reason)) > 0)
   AND (%(error_class)s::text IS NULL OR error_class = %(error_class)s)
@@ -41,8 +49,21 @@ WHERE (%(include_replayed)s OR replayed_at IS NULL)
   AND (%(id)s::bigint IS NULL OR dead_letter_id = %(id)s)
   AND (%(since)s::timestamptz IS NULL OR failed_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR failed_at < %(until)s)
-ORDER BY dead_letter_id
 """
+
+SELECT_DEAD_LETTERS = _COLUMNS + _MATCHING + "ORDER BY dead_letter_id"
+
+# The next chunk to replay, locked until its transaction ends. Rows a worker is re-dead-lettering
+# at this moment are skipped, not waited for: a replay never waits, so it never deadlocks.
+LOCK_CHUNK = (
+    _COLUMNS
+    + _MATCHING
+    + """  AND dead_letter_id > %(after)s
+ORDER BY dead_letter_id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+)
 
 MARK_REPLAYED = """
 UPDATE dead_letters SET replayed_at = now(), replay_job_id = %(replay_job_id)s
@@ -52,10 +73,9 @@ WHERE dead_letter_id = ANY(%(ids)s)
 # How many requests one replay job carries.
 REPLAY_BATCH = 100
 
-# The last line of a traceback names the exception: `smsc.exceptions.TransientError: database: ...`.
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Z]\w*)(?::|$)")
-# RQ's own words for a job whose worker died: `Moved to FailedJobRegistry, due to AbandonedJobError`.
-_DUE_TO = re.compile(r"due to (\w+)")
+# The id of a PostgreSQL dead letter: a positive bigint, in ASCII digits.
+_ROW_ID = re.compile(r"[0-9]{1,19}")
+BIGINT_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -88,79 +108,131 @@ class DeadLetter:
     ids: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """One replay job: the dead letters it carries, and why they are not marked replayed, if not."""
+
+    letters: list[DeadLetter]
+    job_id: str
+    unmarked: str | None = None
+
+
+def row_id(text: str) -> int | None:
+    """`text` as the id of a PostgreSQL dead letter, or None if it cannot be one."""
+    if not _ROW_ID.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= BIGINT_MAX else None
+
+
 def find(settings: Settings, flt: Filter) -> list[DeadLetter]:
-    """Every dead letter matching `flt`, PostgreSQL's first, then Redis's."""
-    return [*_from_postgres(settings, flt), *_from_redis(settings, flt)]
+    """Every dead letter matching `flt`, PostgreSQL's first, then Redis's.
+
+    Raises TransientError when PostgreSQL or Redis cannot be reached.
+    """
+    with _translated():
+        return [*_from_postgres(settings, flt), *_from_redis(settings, flt)]
 
 
-def replay(settings: Settings, flt: Filter) -> list[tuple[DeadLetter, str]]:
-    """Requeue the raw requests of every dead letter matching `flt`; return each with its new job id."""
-    replayed: list[tuple[DeadLetter, str]] = []
+def replay(settings: Settings, flt: Filter) -> Iterator[Replayed]:
+    """Requeue the raw requests of every dead letter matching `flt`, yielding each new job.
+
+    Raises TransientError, before queueing the chunk at hand, when PostgreSQL or Redis cannot be
+    reached. Dead letters whose job is queued but that cannot be marked replayed are yielded with
+    the reason: replaying them again is harmless.
+    """
     redis = Redis.from_url(settings.redis_url)
-    letters = _from_postgres(settings, flt)
-    with connect(settings.database_url) as conn:
-        for start in range(0, len(letters), REPLAY_BATCH):
-            chunk = letters[start : start + REPLAY_BATCH]
-            job = build_job([r for letter in chunk for r in letter.requests], settings)
-            with redis.pipeline(transaction=True) as pipe:
-                stage_job(pipe, job, settings)
-                pipe.execute()
-            # Enqueued first, marked second: a crash in between only means a harmless second replay.
-            conn.execute(MARK_REPLAYED, {"replay_job_id": job.id, "ids": [int(x.id) for x in chunk]})
-            replayed += [(letter, job.id) for letter in chunk]
-    registry = _failed_registry(settings, redis)
-    for letter in _from_redis(settings, flt, redis):
+    try:
+        with _translated():
+            yield from _replay_rows(settings, flt, redis)
+            yield from _replay_jobs(settings, flt, redis)
+    finally:
+        redis.close()
+
+
+def _replay_rows(settings: Settings, flt: Filter, redis: Redis) -> Iterator[Replayed]:
+    """One transaction per chunk, in dead_letter_id order: lock, enqueue, mark, commit."""
+    if not _in_postgres(flt):
+        return
+    after = 0
+    while True:
+        queued: Job | None = None
+        unmarked = None
+        with connect(settings.database_url) as conn:
+            try:
+                with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                    params = {**_params(flt), "after": after, "limit": REPLAY_BATCH}
+                    letters = [_row_letter(row) for row in cur.execute(LOCK_CHUNK, params).fetchall()]
+                    if not letters:
+                        return
+                    job = build_job([r for letter in letters for r in letter.requests], settings)
+                    with redis.pipeline(transaction=True) as pipe:
+                        stage_job(pipe, job, settings)
+                        pipe.execute()
+                    queued = job
+                    ids = [int(letter.id) for letter in letters]
+                    cur.execute(MARK_REPLAYED, {"replay_job_id": job.id, "ids": ids})
+            except psycopg.Error as e:
+                if queued is None:
+                    raise
+                unmarked = one_line(f"{type(e).__name__}: {e}")
+        after = int(letters[-1].id)
+        yield Replayed(letters, queued.id, unmarked)
+
+
+def _replay_jobs(settings: Settings, flt: Filter, redis: Redis) -> Iterator[Replayed]:
+    """Each failed RQ job of ours is replaced by a new job, in one MULTI/EXEC."""
+    for letter, failed in _failed_jobs(settings, flt, redis):
         if not letter.requests:
             continue  # not a job of ours: nothing that could be stored
-        failed = Job.fetch(letter.job_id, connection=redis, serializer=JSONSerializer)
         job = build_job(letter.requests, settings)
-        # One MULTI/EXEC: the new job is queued exactly when the failed one leaves the registry.
         with redis.pipeline(transaction=True) as pipe:
             stage_job(pipe, job, settings)
-            registry.remove(failed, pipeline=pipe, delete_job=True)
+            # Given the pipeline, RQ deletes the job and its registry entries inside the MULTI.
+            failed.delete(pipeline=pipe)
             pipe.execute()
-        replayed.append((letter, job.id))
-    redis.close()
-    return replayed
+        yield Replayed([letter], job.id)
 
 
 def _from_postgres(settings: Settings, flt: Filter) -> list[DeadLetter]:
-    if flt.id is not None and not flt.id.isdigit():
+    if not _in_postgres(flt):
         return []
-    params = {
+    with connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(SELECT_DEAD_LETTERS, _params(flt)).fetchall()
+    return [_row_letter(row) for row in rows]
+
+
+def _in_postgres(flt: Filter) -> bool:
+    """False when `flt` names a dead letter by an id that only Redis can hold (an RQ job id)."""
+    return flt.id is None or row_id(flt.id) is not None
+
+
+def _params(flt: Filter) -> dict[str, Any]:
+    return {
         "include_replayed": flt.include_replayed,
         "reason": flt.reason,
         "error_class": flt.error_class,
         "job": flt.job,
-        "id": int(flt.id) if flt.id is not None else None,
+        "id": row_id(flt.id) if flt.id is not None else None,
         "since": flt.since,
         "until": flt.until,
     }
-    with connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(SELECT_DEAD_LETTERS, params).fetchall()
-    return [
-        DeadLetter(
-            id=str(row["dead_letter_id"]),
-            where="postgres",
-            job_id=row["job_id"],
-            error_class=row["error_class"],
-            reason=row["reason"],
-            attempts=row["attempts"],
-            failed_at=row["failed_at"],
-            first_failed_at=row["first_failed_at"],
-            requests=[RawRequest.from_json(row["raw"])],
-            replayed_at=row["replayed_at"],
-            # What the worker could read of the request when it dead-lettered it.
-            ids=[
-                {
-                    k: v
-                    for k, v in (("kind", row["kind"]), ("id", row["event_ref"]), ("phone", row["phone"]))
-                    if v
-                }
-            ],
-        )
-        for row in rows
-    ]
+
+
+def _row_letter(row: dict[str, Any]) -> DeadLetter:
+    return DeadLetter(
+        id=str(row["dead_letter_id"]),
+        where="postgres",
+        job_id=row["job_id"],
+        error_class=row["error_class"],
+        reason=row["reason"],
+        attempts=row["attempts"],
+        failed_at=row["failed_at"],
+        first_failed_at=row["first_failed_at"],
+        requests=[RawRequest.from_json(row["raw"])],
+        replayed_at=row["replayed_at"],
+        ids=[_stored_ids(row)],
+    )
 
 
 def _stored_ids(row: dict[str, Any]) -> dict[str, str]:
@@ -169,23 +241,24 @@ def _stored_ids(row: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in named.items() if v}
 
 
-def _from_redis(settings: Settings, flt: Filter, redis: Redis | None = None) -> list[DeadLetter]:
-    client = redis or Redis.from_url(settings.redis_url)
+def _from_redis(settings: Settings, flt: Filter) -> list[DeadLetter]:
+    redis = Redis.from_url(settings.redis_url)
     try:
-        ids = _failed_registry(settings, client).get_job_ids()
-        jobs = Job.fetch_many(ids, connection=client, serializer=JSONSerializer)
-        letters = [_job_letter(job, settings) for job in jobs if job is not None]
+        return [letter for letter, _ in _failed_jobs(settings, flt, redis)]
     finally:
-        if redis is None:
-            client.close()
-    return [letter for letter in letters if _matches(letter, flt)]
+        redis.close()
+
+
+def _failed_jobs(settings: Settings, flt: Filter, redis: Redis) -> list[tuple[DeadLetter, Job]]:
+    queue = Queue(settings.queue, connection=redis, serializer=JSONSerializer)
+    ids = FailedJobRegistry(queue=queue).get_job_ids()
+    jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
+    pairs = [(_job_letter(job, settings), job) for job in jobs if job is not None]
+    return [(letter, job) for letter, job in pairs if _matches(letter, flt)]
 
 
 def _job_letter(job: Job, settings: Settings) -> DeadLetter:
-    result = job.latest_result()
-    error_class, reason = _exception(
-        (result.exc_string if result is not None else None) or job.exc_info or ""
-    )
+    failure = failure_of(job)
     try:
         (args,) = job.args
         requests = [RawRequest.from_json(item) for item in args]
@@ -195,27 +268,14 @@ def _job_letter(job: Job, settings: Settings) -> DeadLetter:
         id=job.id,
         where="redis",
         job_id=job.id,
-        error_class=error_class,
-        reason=reason,
-        # retries_left counts down from the number of retry intervals the job was given.
-        attempts=len(job.retry_intervals or []) - (job.retries_left or 0) + 1,
-        failed_at=job.ended_at,
-        first_failed_at=job.enqueued_at,
+        error_class=failure.error_class,
+        reason=failure.reason,
+        attempts=failure.attempts,
+        failed_at=failure.failed_at,
+        first_failed_at=failure.first_failed_at,
         requests=requests,
         ids=[peek(r.body, r.query, r.content_type, settings.default_charset) for r in requests],
     )
-
-
-def _exception(text: str) -> tuple[str, str]:
-    """The exception class and message at the end of an RQ failure text."""
-    lines = text.strip().splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        match = _EXCEPTION_LINE.match(lines[i])
-        if match:
-            message = " ".join(line.strip() for line in lines[i:])
-            return match.group(1), message.split(": ", 1)[-1] if ": " in message else message
-    due = _DUE_TO.search(text)
-    return (due.group(1) if due else "unknown"), (lines[-1] if lines else "unknown")
 
 
 def _matches(letter: DeadLetter, flt: Filter) -> bool:
@@ -230,6 +290,12 @@ def _matches(letter: DeadLetter, flt: Filter) -> bool:
     )
 
 
-def _failed_registry(settings: Settings, redis: Redis) -> FailedJobRegistry:
-    queue = Queue(settings.queue, connection=redis, serializer=JSONSerializer)
-    return FailedJobRegistry(queue=queue)
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Driver errors leave as TransientError: the operator's command can say so in one line."""
+    try:
+        yield
+    except psycopg.Error as e:
+        raise TransientError(one_line(f"PostgreSQL: {type(e).__name__}: {e}")) from e
+    except RedisError as e:
+        raise TransientError(one_line(f"Redis: {type(e).__name__}: {e}")) from e

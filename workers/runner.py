@@ -9,6 +9,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from smsc.settings import Settings
+from workers.failures import record_failure
 from workers.jobs import WorkerContext, install
 from workers.store import Store
 
@@ -44,6 +45,8 @@ def run(settings: Settings, *, burst: bool) -> None:
         # An idle worker wakes from its blocking pop every worker_ttl - 15 s to run maintenance.
         worker_ttl=settings.job_timeout + 15,
         maintenance_interval=settings.job_timeout,
+        # Also called for abandoned jobs found by the maintenance; RQ's own handling follows.
+        exception_handlers=[record_failure],
     )
     log.info("worker_starting", queue=settings.queue, burst=burst, name=worker.name)
     try:

@@ -33,6 +33,11 @@ def count(db: Any, table: str) -> int:
     return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
+def replayed(settings: Settings, flt: Filter) -> list[str]:
+    """Replay what `flt` selects; return the ids of the dead letters requeued."""
+    return [letter.id for done in replay(settings, flt) for letter in done.letters]
+
+
 async def test_poison_is_dead_lettered_alone_then_replayed_after_a_fix(settings: Settings, db: Any) -> None:
     """A worker misconfigured for utf-8 dead-letters windows-1251 SMS, not their neighbours; after the
     fix a replay stores each once, and a second replay adds nothing."""
@@ -48,14 +53,14 @@ async def test_poison_is_dead_lettered_alone_then_replayed_after_a_fix(settings:
     assert "cannot decode: body is not valid utf-8" in letter.reason
     assert letter.ids == [{"kind": "incoming", "id": "5001", "phone": "79998887766"}]
 
-    assert [x.id for x, _ in replay(settings, Filter(reason="utf-8"))] == [letter.id]
+    assert replayed(settings, Filter(reason="utf-8")) == [letter.id]
     run(settings, burst=True)
     assert db.execute("SELECT text FROM incoming_messages").fetchall() == [(SAMPLES["incoming"]["mes"],)]
     assert find(settings, Filter()) == []
     (done,) = find(settings, Filter(include_replayed=True))
     assert done.replayed_at is not None
 
-    replay(settings, Filter(include_replayed=True))
+    replayed(settings, Filter(include_replayed=True))
     run(settings, burst=True)
     assert count(db, "incoming_messages") == 1
 
@@ -64,7 +69,7 @@ async def test_replay_that_fails_again_rearms_the_same_dead_letter(settings: Set
     """Replaying a payload that is still bad keeps one dead letter, its attempts counted."""
     await ingest(settings, build("status", params={**SAMPLES["status"], "ts": "yesterday"}))
     run(settings, burst=True)
-    replay(settings, Filter())
+    replayed(settings, Filter())
     run(settings, burst=True)
     (letter,) = find(settings, Filter())
     assert (letter.attempts, letter.replayed_at) == (2, None)
@@ -89,18 +94,20 @@ async def test_filters_select_what_is_listed_and_replayed(settings: Settings, db
     future = datetime.fromtimestamp(before, UTC) + timedelta(hours=1)
     assert find(settings, Filter(since=future)) == []
     assert len(find(settings, Filter(until=future))) == 2
-    replay(settings, Filter(reason="unix time"))
+    replayed(settings, Filter(reason="unix time"))
     assert [x.reason for x in find(settings, Filter())] == ["status: status 'x' is not a whole number"]
 
 
 async def test_transient_failures_retry_then_wait_in_redis_for_replay(
     settings: Settings, db: Any, redis_db: Any
 ) -> None:
-    """With PostgreSQL unreachable a job is retried, then kept in RQ's failed registry; the replay
-    stores it once PostgreSQL is back."""
+    """With PostgreSQL unreachable a job is retried, then kept in RQ's failed registry with the class,
+    one-line reason and first and last times of its failures; the replay stores it once PostgreSQL
+    is back."""
     unreachable = Settings.from_env(
         service_env(DATABASE_URL="postgresql://postgres@127.0.0.1:1/smsc_test", SMSC_RETRY_INTERVALS="1,1")
     )
+    before = datetime.now(UTC)
     await ingest(unreachable, build("call"))
     queue = Queue(settings.queue, connection=redis_db)
     failed = FailedJobRegistry(queue=queue)
@@ -113,8 +120,25 @@ async def test_transient_failures_retry_then_wait_in_redis_for_replay(
     (letter,) = find(settings, Filter())
     assert (letter.where, letter.error_class, letter.attempts) == ("redis", "TransientError", 3)
     assert letter.ids == [{"kind": "call", "phone": "79998887766"}]
+    # psycopg's message has two lines: "... Connection refused\n\tIs the server running ...".
+    assert letter.reason.startswith(
+        'database: OperationalError: connection failed: connection to server at "127'
+    )
+    assert letter.reason.endswith(
+        "Connection refused Is the server running on that host and accepting TCP/IP connections?"
+    )
+    assert letter.first_failed_at is not None
+    assert letter.failed_at is not None
+    assert before < letter.first_failed_at
+    # Two retries 1 s apart; RQ's scheduler rounds each due time down to the whole second, so the
+    # last failure comes more than 1 s after the first (the enqueue time of the last try did not).
+    assert letter.failed_at - letter.first_failed_at > timedelta(seconds=1)
+    listing = subprocess.run(
+        [COMMAND, "dead-letter", "list"], env=environment(), capture_output=True, timeout=60
+    )
+    assert listing.stdout.decode().splitlines()[1:] == ["1 dead letter(s)"]
 
-    replay(settings, Filter(error_class="TransientError"))
+    assert replayed(settings, Filter(error_class="TransientError")) == [letter.id]
     assert failed.count == 0
     run(settings, burst=True)
     assert count(db, "call_confirmations") == 1

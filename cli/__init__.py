@@ -1,0 +1,1 @@
+"""The `smsc-ingest` console command: it wires the ingress and the workers, so it sits above both."""

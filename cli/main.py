@@ -1,0 +1,183 @@
+"""`smsc-ingest serve | worker | migrate | replay | dead-letter`: the one console command."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from typing import TYPE_CHECKING
+
+import structlog
+
+from cli import arguments
+from cli.render import details, printable, summary
+from smsc import logs
+from smsc.exceptions import ConfigError, TransientError
+from smsc.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.deadletter import Filter
+
+log = structlog.get_logger("smsc")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line, configure logging and run the chosen command."""
+    # Whatever the terminal's or pipe's encoding, what cannot be written comes out escaped.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    args = _parser().parse_args(argv)
+
+    logs.configure()
+    try:
+        settings = Settings.from_env()
+        if args.command == "serve":
+            from ingress.serve import serve
+
+            port = arguments.from_env(args.port, "SMSC_PORT", "8080", arguments.port)
+            processes = arguments.from_env(args.workers, "SMSC_INGRESS_PROCESSES", "1", arguments.processes)
+            host = arguments.from_env(args.host, "SMSC_HOST", "127.0.0.1", str)
+            return serve(settings, host, port, processes)
+        elif args.command == "worker":
+            from workers.runner import run
+
+            run(settings, burst=args.burst)
+        elif args.command == "migrate":
+            _migrate(settings)
+        elif args.command == "replay":
+            return _replay(settings, _filter(args), dry_run=args.dry_run)
+        elif args.action == "list":
+            _list(settings, _filter(args, include_replayed=args.all))
+        else:
+            return _show(settings, args.id)
+    except ConfigError as e:
+        log.error("refusing_to_start", reason=e.reason)
+        print(f"smsc-ingest: {printable(e.reason)}", file=sys.stderr)
+        return 2
+    except TransientError as e:
+        print(f"smsc-ingest: {printable(e.reason)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    # Defaults from the environment are read after parsing, for the command that uses them only.
+    parser = arguments.Parser(prog="smsc-ingest", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serving = commands.add_parser("serve", help="run the HTTP ingress")
+    serving.add_argument("--host", help="address to listen on (SMSC_HOST, default 127.0.0.1)")
+    serving.add_argument("--port", type=arguments.port, help="1-65535 (SMSC_PORT, default 8080)")
+    serving.add_argument(
+        "--workers",
+        type=arguments.processes,
+        help="processes sharing the port (SO_REUSEPORT; SMSC_INGRESS_PROCESSES, default 1); "
+        "one per core is a good start",
+    )
+    working = commands.add_parser("worker", help="run one RQ worker that stores events in PostgreSQL")
+    working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    replay = commands.add_parser("replay", help="requeue dead-lettered requests (after a fix)")
+    _filters(replay)
+    replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
+    dead = commands.add_parser("dead-letter", help="inspect dead letters").add_subparsers(
+        dest="action", required=True
+    )
+    listing = dead.add_parser("list", help="what is there and why")
+    _filters(listing)
+    listing.add_argument("--all", action="store_true", help="include dead letters already replayed")
+    dead.add_parser("show", help="one dead letter in full").add_argument(
+        "id", type=arguments.dead_letter_id, help="its number (PostgreSQL) or RQ job id (Redis)"
+    )
+    return parser
+
+
+def _migrate(settings: Settings) -> None:
+    from workers.db import create_database_if_missing, migrate
+
+    created = create_database_if_missing(settings.database_url)
+    migrate(settings.database_url)
+    log.info("schema_applied", database_created=created)
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reason", type=arguments.search_text, help="only those whose reason contains this text"
+    )
+    parser.add_argument(
+        "--error-class",
+        type=arguments.search_text,
+        help="only those of this error class (e.g. PermanentError)",
+    )
+    parser.add_argument("--job", type=arguments.job_id, help="only those of this RQ job id")
+    parser.add_argument("--id", type=arguments.dead_letter_id, help="only this dead letter")
+    parser.add_argument(
+        "--since", type=arguments.timestamp, help="failed at or after (ISO 8601, UTC if no zone)"
+    )
+    parser.add_argument("--until", type=arguments.timestamp, help="failed before (ISO 8601, UTC if no zone)")
+
+
+def _filter(args: argparse.Namespace, include_replayed: bool = False) -> Filter:
+    from workers.deadletter import Filter
+
+    return Filter(
+        reason=args.reason,
+        error_class=args.error_class,
+        job=args.job,
+        id=args.id,
+        since=args.since,
+        until=args.until,
+        include_replayed=include_replayed,
+    )
+
+
+def _replay(settings: Settings, flt: Filter, *, dry_run: bool) -> int:
+    """Exit code 0 once everything asked for is queued, even if some could not be marked replayed:
+    they will only be replayed again, harmlessly. 1 if some could not be queued."""
+    from workers.deadletter import find, replay
+
+    if dry_run:
+        letters = find(settings, flt)
+        for letter in letters:
+            print(f"would replay {summary(letter)}")
+        print(f"{len(letters)} dead letter(s) would be replayed")
+        return 0
+    count = 0
+    try:
+        for done in replay(settings, flt):
+            for letter in done.letters:
+                print(f"replayed as job {done.job_id}: {summary(letter)}")
+                log.info("dead_letter_replayed", dead_letter=letter.id, where=letter.where, job=done.job_id)
+            if done.unmarked is not None:
+                log.warning("dead_letters_not_marked_replayed", job=done.job_id, reason=done.unmarked)
+                print(
+                    f"job {done.job_id} is queued, but its {len(done.letters)} dead letter(s) could not "
+                    f"be marked replayed ({printable(done.unmarked)}): a later replay repeats them harmlessly"
+                )
+            count += len(done.letters)
+    except TransientError as e:
+        print(f"{count} dead letter(s) replayed")
+        print(f"smsc-ingest: replay stopped: {printable(e.reason)}", file=sys.stderr)
+        return 1
+    print(f"{count} dead letter(s) replayed")
+    return 0
+
+
+def _list(settings: Settings, flt: Filter) -> None:
+    from workers.deadletter import find
+
+    letters = find(settings, flt)
+    for letter in letters:
+        print(summary(letter))
+    print(f"{len(letters)} dead letter(s)")
+
+
+def _show(settings: Settings, id_: str) -> int:
+    from workers.deadletter import Filter, find
+
+    letters = find(settings, Filter(id=id_, include_replayed=True))
+    if not letters:
+        print(f"no dead letter {id_}", file=sys.stderr)
+        return 1
+    for letter in letters:
+        print("\n".join(details(letter)))
+    return 0
