@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -27,10 +28,20 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader left (`dead-letter list | head`): nothing more to say, and nothing to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
+
+def _run(args: argparse.Namespace) -> int:
     logs.configure()
     try:
         settings = Settings.from_env()
+        # Now that the secret is known, no line of this process or its children can show it.
+        logs.configure(secret=settings.secret)
         if args.command == "serve":
             from ingress.serve import serve
 
@@ -131,8 +142,9 @@ def _filter(args: argparse.Namespace, include_replayed: bool = False) -> Filter:
 
 
 def _replay(settings: Settings, flt: Filter, *, dry_run: bool) -> int:
-    """Exit code 0 once everything asked for is queued, even if some could not be marked replayed:
-    they will only be replayed again, harmlessly. 1 if some could not be queued."""
+    """Exit code 0 once a job is queued, even if its dead letters could not be marked replayed (they
+    will only be replayed again, harmlessly) or a later chunk could not be queued (said on stderr);
+    1 only if nothing could be queued."""
     from workers.deadletter import find, replay
 
     if dry_run:
@@ -156,8 +168,10 @@ def _replay(settings: Settings, flt: Filter, *, dry_run: bool) -> int:
             count += len(done.letters)
     except TransientError as e:
         print(f"{count} dead letter(s) replayed")
-        print(f"smsc-ingest: replay stopped: {printable(e.reason)}", file=sys.stderr)
-        return 1
+        print(
+            f"smsc-ingest: replay stopped, run it again for the rest: {printable(e.reason)}", file=sys.stderr
+        )
+        return 0 if count else 1
     print(f"{count} dead letter(s) replayed")
     return 0
 

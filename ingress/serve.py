@@ -11,7 +11,6 @@ import uvloop
 from aiohttp import web
 
 from ingress.app import create_app
-from smsc import logs
 from smsc.settings import Settings
 
 log = structlog.get_logger("smsc.ingress")
@@ -20,8 +19,6 @@ log = structlog.get_logger("smsc.ingress")
 def serve(settings: Settings, host: str, port: int, processes: int) -> int:
     """Serve until SIGTERM/SIGINT; with `processes` > 1 the kernel spreads connections over them."""
     settings.require_secret()  # refuse to start before forking anything
-    # Now that the secret is known, no line of this process or its children can show it.
-    logs.configure(secret=settings.secret)
     log.info(
         "ingress_starting",
         host=host,
