@@ -197,26 +197,13 @@ async def elsewhere(request: web.Request) -> web.StreamResponse:
     another method on it 405, any other path 400."""
     path = target_path(request)
     route = ROUTES.get(path)
+    bound = log.bind(peer=request.remote, method=request.method[:20], path=path[:200])
     if route is None:
-        log.warning(
-            "request_rejected",
-            code=400,
-            reason="unknown path",
-            peer=request.remote,
-            method=request.method,
-            path=path[:200],
-        )
+        bound.warning("request_rejected", code=400, reason="unknown path")
         return web.Response(status=400, text="bad request: unknown path\n")
     methods, handler = route
     if request.method not in methods:
-        log.warning(
-            "request_rejected",
-            code=405,
-            reason="method not allowed",
-            peer=request.remote,
-            method=request.method,
-            path=path,
-        )
+        bound.warning("request_rejected", code=405, reason="method not allowed")
         return web.Response(status=405, headers={"Allow": ", ".join(methods)}, text="method not allowed\n")
     return await handler(request)
 

@@ -32,8 +32,9 @@ from smsc.protocol.decode import peek
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
+from smsc.text import one_line
 from workers.db import connect
-from workers.failures import failure_of, one_line
+from workers.failures import failure_of
 
 _COLUMNS = """
 SELECT dead_letter_id, job_id, kind, event_ref, phone, error_class, reason, attempts, raw,

@@ -17,6 +17,7 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
 from smsc.exceptions import SmscError
+from smsc.text import one_line
 
 log = structlog.get_logger("smsc.worker")
 
@@ -26,9 +27,6 @@ REASON = "smsc_reason"
 FAILURES = "smsc_failures"
 FIRST_FAILED_AT = "smsc_first_failed_at"
 LAST_FAILED_AT = "smsc_last_failed_at"
-
-# A reason is for a person reading one line of `dead-letter list`, not a log.
-REASON_MAX_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def record_failure(
     job.meta[LAST_FAILED_AT] = at
     job.meta[FAILURES] = int(job.meta.get(FAILURES, 0)) + 1
     job.meta[ERROR_CLASS] = exc_type.__name__ if exc_type is not None else "unknown"
-    job.meta[REASON] = one_line(_reason(exc) if exc is not None else "")
+    job.meta[REASON] = one_line(_reason(exc) if exc is not None else "") or "no reason given"
     try:
         job.save_meta()  # type: ignore[no-untyped-call]
     except RedisError as e:
@@ -83,19 +81,12 @@ def failure_of(job: Job) -> Failure:
     lines = [line for line in text.splitlines() if line.strip()]
     return Failure(
         error_class="unknown",
-        reason=one_line(lines[-1] if lines else ""),
+        reason=one_line(lines[-1]) if lines else "no reason given",
         # retries_left counts down from the number of retry intervals the job was given.
         attempts=len(job.retry_intervals or []) - (job.retries_left or 0) + 1,
         first_failed_at=None,
         failed_at=result.created_at if result is not None else job.ended_at,
     )
-
-
-def one_line(text: str) -> str:
-    """`text` on one line, whitespace runs (newlines included) as one space, at most a few hundred
-    characters."""
-    flat = " ".join(text.split()) or "no reason given"
-    return flat if len(flat) <= REASON_MAX_CHARS else flat[: REASON_MAX_CHARS - 1] + "…"
 
 
 def _reason(exc: BaseException) -> str:
