@@ -220,22 +220,30 @@ def _raise_if_transient(e: BaseException) -> None:
 def _isolated(conn: psycopg.Connection[tuple[Any, ...]], item: Pending, job_id: str) -> Outcome:
     """Write one request under a savepoint; if refused, its dead letter; if that is refused too, a
     minimal dead letter of plain ASCII and the raw request, which nothing in it can make fail."""
-    attempts = [item]
-    refusal: Exception | None = None
-    for attempt in attempts:
+    try:
+        return _in_savepoint(conn, item, job_id)
+    except _REFUSALS as e:
+        _raise_if_transient(e)
+        refusal = e
+    if item.event is not None:
+        reason = f"database refused the row: {type(refusal).__name__}: {refusal}"
         try:
-            with conn.transaction():
-                return _write(conn, [attempt], job_id, type(refusal).__name__ if refusal else "")()[0]
+            return _in_savepoint(
+                conn, Pending(item.raw, None, PermanentError(reason), item.ids), job_id, refusal
+            )
         except _REFUSALS as e:
             _raise_if_transient(e)
             refusal = e
-            if attempt.event is not None:
-                reason = f"database refused the row: {type(e).__name__}: {e}"
-                attempts.append(Pending(item.raw, None, PermanentError(reason), item.ids))
-    assert refusal is not None
     with conn.transaction():
         conn.execute(UPSERT_DEAD_LETTER, _minimal_row(item, job_id, refusal))
     return Outcome(item, "dead_letter", f"dead letter refused: {type(refusal).__name__}")
+
+
+def _in_savepoint(
+    conn: psycopg.Connection[tuple[Any, ...]], item: Pending, job_id: str, refusal: Exception | None = None
+) -> Outcome:
+    with conn.transaction():
+        return _write(conn, [item], job_id, type(refusal).__name__ if refusal else "")()[0]
 
 
 def _write(

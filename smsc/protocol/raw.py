@@ -15,6 +15,10 @@ from smsc.exceptions import PermanentError
 from smsc.protocol.fields import HASH_PARAMS
 
 
+# Year 9999: past it, datetime cannot hold a receipt time.
+_LATEST = 253_402_300_800
+
+
 @dataclass(frozen=True)
 class RawRequest:
     """One POST to the handler, before any interpretation (the hash parameters of the query
@@ -47,6 +51,9 @@ class RawRequest:
                 raise TypeError("rid, query, content_type and body must be strings")
             if isinstance(received_at, bool) or not isinstance(received_at, int | float):
                 raise TypeError("received_at must be a number")
+            # A unix time a datetime can hold: every later step turns it into one.
+            if not 0 <= received_at < _LATEST:
+                raise ValueError(f"received_at {received_at!r} is no time")
             return cls(
                 rid=text["rid"],
                 received_at=float(received_at),

@@ -22,6 +22,7 @@ from tests.integration.conftest import service_env
 from tests.integration.procs import run_workers
 from tests.integration.servers import ThrowawayRedis
 from tests.payloads import SAMPLES, Request, build
+from workers import jobs
 from workers.runner import run
 
 
@@ -211,3 +212,29 @@ def test_conflicts_hold_under_concurrent_workers(settings: Settings, db: Any) ->
     conflicts = db.execute("SELECT event_ref, error_class FROM dead_letters ORDER BY event_ref").fetchall()
     assert conflicts == [(i, "Conflict") for i in ids]
     assert jobs_left(settings) == 0
+
+
+def test_a_bug_of_ours_costs_only_the_request_it_meets(
+    settings: Settings, db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception while reading one request (a bug, simulated in normalize) dead-letters
+    that request with the exception's class, for a replay after the fix; its neighbours are stored."""
+    real = jobs.normalize
+
+    def buggy(decoded: Any, *args: Any) -> Any:
+        if decoded.params.get("id") == "9000":
+            raise RuntimeError("a bug")
+        return real(decoded, *args)
+
+    monkeypatch.setattr(jobs, "normalize", buggy)
+    enqueue(settings, [raw(r, f"r{i}") for i, r in enumerate(statuses(3))])
+    run(settings, burst=True)
+    assert jobs_left(settings) == 0
+    assert (fate(db, "r0"), fate(db, "r1"), fate(db, "r2")) == (
+        ["dead_letters"],
+        ["status_events"],
+        ["status_events"],
+    )
+    assert db.execute("SELECT reason FROM dead_letters").fetchall() == [
+        ("internal error: RuntimeError: a bug",)
+    ]

@@ -85,6 +85,10 @@ def _with(**changes: Any) -> dict[str, Any]:
         pytest.param(_with(received_at="soon"), id="received-at-text"),
         pytest.param(_with(received_at=None), id="received-at-none"),
         pytest.param(_with(received_at=[1]), id="received-at-list"),
+        pytest.param(_with(received_at=-1), id="received-at-negative"),
+        pytest.param(_with(received_at=1e20), id="received-at-past-year-9999"),
+        pytest.param(_with(received_at=float("nan")), id="received-at-nan"),
+        pytest.param(_with(received_at=float("inf")), id="received-at-inf"),
     ],
 )
 def test_malformed_raw_json_is_a_permanent_error(data: Any) -> None:
