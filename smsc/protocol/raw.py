@@ -14,7 +14,6 @@ from smsc.constants import REDACTED
 from smsc.exceptions import PermanentError
 from smsc.protocol.fields import HASH_PARAMS
 
-
 # Year 9999: past it, datetime cannot hold a receipt time.
 _LATEST = 253_402_300_800
 
