@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zlib
+from collections.abc import Mapping
 
 from smsc.exceptions import InvalidSignature
 from smsc.protocol.decode import Decoded
-from smsc.protocol.fields import CONTROL_FIELDS, FALLBACK_HASH_CODECS, HashAlgorithm
+from smsc.protocol.fields import CONTROL_FIELDS, FALLBACK_HASH_CODECS, HashAlgorithm, Kind
 
 
-def control_string(decoded: Decoded, secret: str) -> str:
+def control_string(kind: Kind, params: Mapping[str, str], secret: str) -> str:
     """The string the gateway hashes; a missing field counts as empty, as in PHP handlers."""
-    values = [decoded.params.get(name, "") for name in CONTROL_FIELDS[decoded.kind]]
+    values = [params.get(name, "") for name in CONTROL_FIELDS[kind]]
     return ":".join([*values, secret])
 
 
@@ -32,6 +33,14 @@ def accepted_forms(algorithm: HashAlgorithm, data: bytes) -> list[str]:
     return [str(unsigned), str(signed), f"{unsigned:08x}"]
 
 
+def sign(kind: Kind, params: Mapping[str, str], algorithm: HashAlgorithm, secret: str, codec: str) -> str:
+    """The hash the gateway sends for an event, its control string encoded with `codec`.
+
+    In the first form verify accepts: lower-case hex, crc32 as an unsigned decimal (as PHP prints it).
+    """
+    return accepted_forms(algorithm, control_string(kind, params, secret).encode(codec))[0]
+
+
 def verify(decoded: Decoded, algorithm: HashAlgorithm, secret: str) -> None:
     """Raise InvalidSignature unless the request carries a valid hash of the configured algorithm.
 
@@ -48,7 +57,7 @@ def verify(decoded: Decoded, algorithm: HashAlgorithm, secret: str) -> None:
     candidate = received.strip().lower().encode("utf-8", "surrogatepass")
     if hmac.compare_digest(candidate, secret.lower().encode("utf-8")):
         raise InvalidSignature("the secret itself was sent in place of a hash")
-    text = control_string(decoded, secret)
+    text = control_string(decoded.kind, decoded.params, secret)
     codecs = [decoded.charset]
     if not text.isascii():
         codecs += [c for c in FALLBACK_HASH_CODECS if c != decoded.charset]

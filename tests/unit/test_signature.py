@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from smsc.exceptions import BadRequest, InvalidSignature, PermanentError
+from smsc.protocol import signature
 from smsc.protocol.decode import Decoded, decode
-from smsc.protocol.fields import Format, HashAlgorithm, Kind
+from smsc.protocol.fields import HashAlgorithm, Kind
 from smsc.protocol.normalize import normalize
 from smsc.protocol.signature import accepted_forms, control_string, verify
 from tests.payloads import (
@@ -249,8 +250,58 @@ def test_control_string_joins_the_kind_fields_and_the_secret(
     kind: Kind, params: dict[str, str], expected: str
 ) -> None:
     """The control string is the kind's fields, missing ones empty, then the secret, joined by ':'."""
-    d = Decoded(kind=kind, fmt=Format.FORM, charset="utf-8", params=dict(params))
-    assert control_string(d, SECRET) == expected
+    assert control_string(kind, params, SECRET) == expected
+
+
+# Each kind's sample and its control string written out by hand, for signature.sign() to hash.
+CONTROL_TEXT = {
+    Kind.STATUS: f"1001:79998887766:1:{SECRET}",
+    Kind.INCOMING: f"79998887766:Привет, мир!:79001234567:{SECRET}",
+    Kind.CALL: f"79998887766:1700000200:{SECRET}",
+}
+SIGNED = [
+    (kind, algorithm, codec)
+    for kind in Kind
+    for algorithm in HashAlgorithm
+    for codec in ("utf-8", "koi8_r", "cp1251")
+]
+
+
+def _independent_hash(algorithm: HashAlgorithm, data: bytes) -> str:
+    if algorithm is HashAlgorithm.MD5:
+        return hashlib.md5(data).hexdigest()
+    if algorithm is HashAlgorithm.SHA1:
+        return hashlib.sha1(data).hexdigest()
+    return str(zlib.crc32(data) & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize(("kind", "algorithm", "codec"), SIGNED, ids=[f"{k}-{a}-{c}" for k, a, c in SIGNED])
+def test_sign_hashes_the_control_string_in_the_given_codec(
+    kind: Kind, algorithm: HashAlgorithm, codec: str
+) -> None:
+    """sign() hashes the kind's control string in `codec`: lower-case hex, crc32 as unsigned decimal."""
+    expected = _independent_hash(algorithm, CONTROL_TEXT[kind].encode(codec))
+    assert signature.sign(kind, SAMPLES[kind.value], algorithm, SECRET, codec) == expected
+
+
+def test_sign_gives_crc32_as_php_prints_it() -> None:
+    """A crc32 above 2**31 is signed as its unsigned decimal, not negative (hand-checked value)."""
+    assert signature.sign(Kind.CALL, {"phone": "te", "ts": "st"}, HashAlgorithm.CRC32, "z", "utf-8") == (
+        "2313722925"
+    )
+    assert (
+        signature.sign(Kind.STATUS, {}, HashAlgorithm.MD5, "s", "utf-8") == hashlib.md5(b":::s").hexdigest()
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "fmt", "charset", "algorithm"), MATRIX, ids=["-".join(row) for row in MATRIX]
+)
+def test_what_sign_gives_verifies(kind: str, fmt: str, charset: str, algorithm: str) -> None:
+    """A request whose hash signature.sign() made, in the transmission charset, passes verify()."""
+    d = decoded(build(kind, fmt, charset, algorithm))
+    hashed = signature.sign(Kind(kind), d.params, HashAlgorithm(algorithm), SECRET, PY_CODEC[charset])
+    verify(with_params(d, **{algorithm: hashed}), HashAlgorithm(algorithm), SECRET)
 
 
 def _crc_forms(data: bytes) -> set[str]:
