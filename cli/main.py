@@ -1,4 +1,4 @@
-"""`smsc-ingest serve | worker | migrate | replay | dead-letter`: the one console command."""
+"""`smsc-ingest serve | worker | migrate | replay | dead-letter | simulate`: the one console command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from cli import arguments
+from cli import arguments, simulate
 from cli.render import details, printable, summary
 from smsc import logs
 from smsc.exceptions import ConfigError, TransientError
@@ -53,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
             from workers.runner import run
 
             run(settings, burst=args.burst)
+        elif args.command == "simulate":
+            return simulate.run(settings, args)
         elif args.command == "migrate":
             _migrate(settings)
         elif args.command == "replay":
@@ -87,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     working = commands.add_parser("worker", help="run one RQ worker that stores events in PostgreSQL")
     working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    simulate.register(commands)
     replay = commands.add_parser("replay", help="requeue dead-lettered requests (after a fix)")
     _filters(replay)
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
