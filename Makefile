@@ -41,6 +41,14 @@ fuzz: $(STAMP)
 replay: $(STAMP)
 	$(BIN)/smsc-ingest replay $(ARGS)
 
+# In a second terminal after `make run`: signed callbacks of every kind, format and charset, with the
+# same secret (SMSC_SECRET, else the development one): make simulate ARGS="--count 10 --repeat 3"
+.PHONY: simulate
+simulate: $(STAMP)
+	@SMSC_SECRET="$${SMSC_SECRET:-$(DEV_SECRET)}" \
+	SMSC_SIMULATE_URL="$${SMSC_SIMULATE_URL:-http://$(HOST):$(PORT)/smsc}" \
+	$(BIN)/smsc-ingest simulate $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
