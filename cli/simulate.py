@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,8 +122,8 @@ def target(given: str | None) -> str:
 
 def build_all(settings: Settings, count: int, now: datetime) -> list[Callback]:
     """`count` events of each kind, each with its own id (or phone for a call), in turn per transport."""
-    # Milliseconds of the start times MAX_COUNT: every run's events are new rows, ids stay in bigint.
-    first = time.time_ns() // 1_000_000 * MAX_COUNT
+    # The start in milliseconds, times MAX_COUNT: each run's events are new rows, and ids fit a bigint.
+    first = int(now.timestamp() * 1000) * MAX_COUNT
     return [
         build(settings, kind, *TRANSPORTS[i % len(TRANSPORTS)], first + i, now)
         for i in range(count)

@@ -54,13 +54,14 @@ def refs(out: str, kind: str) -> set[str]:
         pytest.param({}, id="md5-default-charset-windows-1251"),
         pytest.param({"SMSC_HASH": "sha1", "SMSC_CHARSET": "utf-8"}, id="sha1-default-charset-utf-8"),
         pytest.param({"SMSC_HASH": "crc32", "SMSC_CHARSET": "koi8-r"}, id="crc32-default-charset-koi8-r"),
+        pytest.param({"SMSC_SECRET": "", "SMSC_ALLOW_UNSIGNED": "1"}, id="unsigned-on-purpose"),
     ],
 )
 def test_every_kind_format_and_charset_lands_as_its_row(
     overrides: dict[str, str], db: Db, redis_db: Redis
 ) -> None:
     """Each of the 3 kinds x 8 transports is answered 200 and stored as its own row, Cyrillic intact."""
-    ingress = Ingress(**overrides)
+    ingress = Ingress(1, **overrides)
     done = simulate("--url", f"{ingress.base}/smsc", **overrides)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
@@ -120,10 +121,12 @@ def test_a_wrong_secret_exits_non_zero_showing_the_403s(db: Db, drain: Callable[
         assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
 
 
-def test_the_url_defaults_to_serve_s_port(db: Db) -> None:
-    """Without --url or SMSC_SIMULATE_URL the simulator posts to 127.0.0.1 on SMSC_PORT, where `serve` is."""
+@pytest.mark.parametrize("host", [{}, {"SMSC_HOST": "127.0.0.1"}, {"SMSC_HOST": "0.0.0.0"}])  # noqa: S104
+def test_the_url_defaults_to_serve_s_address(host: dict[str, str], db: Db) -> None:
+    """Without --url or SMSC_SIMULATE_URL the simulator posts to SMSC_HOST (this machine for 0.0.0.0)
+    on SMSC_PORT, where `serve` listens."""
     ingress = Ingress()
-    done = simulate("--count", "1", SMSC_PORT=str(ingress.port))
+    done = simulate("--count", "1", SMSC_PORT=str(ingress.port), **host)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1] == f"3 request(s) to http://127.0.0.1:{ingress.port}/smsc: 200 × 3"
 
