@@ -270,7 +270,7 @@ def postgres_tool(bindir: Path, tool: str, *args: str) -> None:
             if account
             else ""
         )
-        raise ConfigError(f"{bindir / tool} {args[-1]} failed: {why}{as_root}")
+        raise ConfigError(f"PostgreSQL's {tool} failed: {why}{as_root}")
 
 
 def _group_exists(name: str) -> bool:
@@ -333,6 +333,7 @@ def _kill(pid: int, port: int) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)  # once: a second one cuts Redis's shutdown short
+        os.kill(pid, signal.SIGCONT)  # a stopped (stalled) one acts on it only once continued
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     while address in _command_line(pid):
         if time.monotonic() > deadline:
