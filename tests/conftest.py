@@ -58,7 +58,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def _directory() -> Path:
     """The session's temp dir for embedded servers' data, made when first needed."""
     if not _directories:
-        _directories.append(Path(tempfile.mkdtemp(prefix="smsc-test-servers-")))
+        directory = Path(tempfile.mkdtemp(prefix="smsc-test-servers-"))
+        directory.chmod(0o755)  # as root, PostgreSQL's own account must reach its folder inside
+        _directories.append(directory)
     return _directories[0]
 
 
