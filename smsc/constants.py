@@ -2,6 +2,10 @@
 
 from typing import Final
 
+# Where Redis and PostgreSQL are when REDIS_URL and DATABASE_URL are not set.
+DEFAULT_REDIS_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/smsc"
+
 # The RQ job the ingress enqueues; the worker imports it by this path.
 JOB_FUNCTION: Final = "workers.jobs.process"
 

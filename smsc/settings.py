@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from smsc.constants import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
 
@@ -62,8 +63,8 @@ class Settings:
             tz=tz,
             max_body=max_body,
             queue=e.get("SMSC_QUEUE", "smsc"),
-            redis_url=e.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            database_url=e.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/smsc"),
+            redis_url=e.get("REDIS_URL", DEFAULT_REDIS_URL),
+            database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             max_queue=_positive_int(e, "SMSC_MAX_QUEUE", 100_000),
             read_timeout=_positive_int(e, "SMSC_READ_TIMEOUT", 10),
             job_timeout=_positive_int(e, "SMSC_JOB_TIMEOUT", 30),

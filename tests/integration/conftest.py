@@ -24,10 +24,16 @@ from tests.payloads import SECRET
 from workers.db import create_database_if_missing, migrate
 from workers.runner import run
 
-# Our own database and Redis database number: the fixtures empty them, and nothing else.
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/smsc_test")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 TABLES = ("status_events", "messages", "incoming_messages", "call_confirmations", "dead_letters")
+
+
+def __getattr__(name: str) -> str:
+    """TEST_DATABASE_URL and TEST_REDIS_URL: our own database and Redis database number (the fixtures
+    empty them, and nothing else). Read when asked for, since tests/conftest.py sets them in its
+    pytest_configure, which runs after this module is imported when a path under it is given."""
+    if name in ("TEST_DATABASE_URL", "TEST_REDIS_URL"):
+        return os.environ[name]
+    raise AttributeError(name)
 
 
 def service_env(**overrides: str) -> dict[str, str]:
@@ -35,8 +41,8 @@ def service_env(**overrides: str) -> dict[str, str]:
     env = {
         "SMSC_SECRET": SECRET,
         "SMSC_HASH": "md5",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "REDIS_URL": TEST_REDIS_URL,
+        "DATABASE_URL": os.environ["TEST_DATABASE_URL"],
+        "REDIS_URL": os.environ["TEST_REDIS_URL"],
         "SMSC_QUEUE": "smsc-test",
     }
     env.update(overrides)
@@ -46,12 +52,13 @@ def service_env(**overrides: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def database() -> str:
     """The test database, created if missing, with schema.sql applied (dropped tables first)."""
-    create_database_if_missing(TEST_DATABASE_URL)
-    with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as conn:
+    url = os.environ["TEST_DATABASE_URL"]
+    create_database_if_missing(url)
+    with psycopg.connect(url, autocommit=True) as conn:
         for table in TABLES:
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
-    migrate(TEST_DATABASE_URL)
-    return TEST_DATABASE_URL
+    migrate(url)
+    return url
 
 
 @pytest.fixture
@@ -65,7 +72,7 @@ def db(database: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
 @pytest.fixture
 def redis_db() -> Iterator[Redis]:
     """Our Redis database number, flushed before and after the test."""
-    client = Redis.from_url(TEST_REDIS_URL)
+    client = Redis.from_url(os.environ["TEST_REDIS_URL"])
     client.flushdb()
     yield client
     client.flushdb()

@@ -1,24 +1,22 @@
 """Throwaway redis-server and PostgreSQL for fault tests: killed and restarted at will, in a temp
-dir, on free loopback ports, so the machine's shared services are never disturbed."""
+dir, on free loopback ports, so the machine's shared services are never disturbed. Their binaries are
+the system's where present, else the embedded ones; with neither, the test is skipped saying what to
+install."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from redis import Redis
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from smsc import devservers
+from smsc.devservers import free_port
+from smsc.exceptions import ConfigError
 
 
 def port_open(port: int) -> bool:
@@ -51,6 +49,10 @@ class ThrowawayRedis:
     """redis-server with AOF and appendfsync always in `directory`: every acknowledged write is on disk."""
 
     def __init__(self, directory: Path) -> None:
+        try:
+            self.binary = devservers.redis_server(system=True)
+        except ConfigError:
+            pytest.skip(f"needs redis-server on PATH, or the embedded servers: {devservers.INSTALL}")
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -59,7 +61,7 @@ class ThrowawayRedis:
     def start(self) -> None:
         self._proc = subprocess.Popen(
             [
-                "redis-server",
+                str(self.binary),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -101,21 +103,22 @@ class ThrowawayPostgres:
     """A PostgreSQL cluster made with initdb in `directory`, started and stopped with pg_ctl."""
 
     def __init__(self, directory: Path) -> None:
-        self.bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
+        try:
+            self.bindir = devservers.postgres_bindir(system=True)
+        except ConfigError:
+            pytest.skip(
+                f"needs PostgreSQL's initdb and pg_ctl, or the embedded servers: {devservers.INSTALL}"
+            )
         self.directory = directory
         self.data = directory / "data"
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/smsc_fault"
-        # PostgreSQL refuses to run as root; CI runs as root, so the cluster belongs to `postgres`.
-        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self._as:
-            shutil.chown(directory, "postgres", "postgres")
+        # PostgreSQL refuses to run as root: as root the folder and the cluster belong to another account.
+        devservers.own_directory(directory)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self._as, str(self.bindir / tool), *args], check=True, capture_output=True, timeout=120
-        )
+        devservers.postgres_tool(self.bindir, tool, *args)
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
