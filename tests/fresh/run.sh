@@ -128,10 +128,12 @@ for dir in "${path_dirs[@]}"; do
   done
 done
 # Every command below runs through `fresh`: in the namespace, in the clone, with only HOME, LANG and
-# that PATH in its environment (so no REDIS_URL, DATABASE_URL, TEST_*, SMSC_*), and with an empty
-# /run/postgresql: a network namespace does not hide the machine's PostgreSQL Unix socket, this does
-# (the mount is private to the namespace's own mount namespace).
+# that PATH in its environment (so no REDIS_URL, DATABASE_URL, TEST_*, SMSC_*). Two empty folders are
+# mounted too, private to the mount namespace that `ip netns exec` makes: /run/postgresql, since a
+# network namespace does not hide the machine's PostgreSQL Unix socket, and /usr/lib/postgresql,
+# where code finds PostgreSQL's binaries without PATH (Debian keeps them there).
 fresh=(ip netns exec "$ns" sh -c '[ ! -d /run/postgresql ] || mount -t tmpfs -o mode=1777 tmpfs /run/postgresql
+  [ ! -d /usr/lib/postgresql ] || mount -t tmpfs -o mode=755 tmpfs /usr/lib/postgresql
   exec "$@"' sh env -i -C "$clone" HOME="$HOME" LANG=C.UTF-8 PATH="$work/bin")
 for name in "${SERVER_BINARIES[@]}"; do
   found=$("${fresh[@]}" sh -c 'command -v "$1"' sh "$name") && fail "$name is on PATH: $found"
@@ -146,6 +148,7 @@ done
 leaked=$("${fresh[@]}" sh -c 'env | grep -E "^(REDIS_URL|DATABASE_URL|TEST_|SMSC_)"' || true)
 [ -z "$leaked" ] || fail "set in the environment: $leaked"
 "${fresh[@]}" test -e /run/postgresql/.s.PGSQL.5432 && fail "the machine's PostgreSQL socket is visible"
+"${fresh[@]}" sh -c 'ls /usr/lib/postgresql/*/bin/postgres' 2>/dev/null && fail "/usr/lib/postgresql is visible"
 ok
 
 # 4. make run: the ingress answers a signed status callback with 200 and the row reaches PostgreSQL.
