@@ -21,6 +21,7 @@ work=$(mktemp -d /tmp/smsc-fresh.XXXXXX)
 chmod 0755 "$work"  # mktemp makes it 0700; /tmp itself is 1777
 clone=$work/smsc-ingest
 ns=smsc-fresh-$$
+ns_made=
 run_pid=
 step=setup
 step_log=
@@ -56,7 +57,7 @@ cleanup() {
     kill -TERM -- "-$run_pid" 2>/dev/null || true
     for _ in $(seq 30); do kill -0 "$run_pid" 2>/dev/null || break; sleep 1; done
   fi
-  if ip netns list | grep -qw "$ns"; then
+  if [ -n "$ns_made" ]; then
     local pids
     mapfile -t pids < <(ip netns pids "$ns")
     if [ "${#pids[@]}" -gt 0 ]; then
@@ -110,6 +111,7 @@ ok
 # reaches the machine's services or the network.
 begin "network namespace $ns"
 ip netns add "$ns" || fail "ip netns add"
+ns_made=1
 ip netns exec "$ns" ip link set lo up || fail "ip link set lo up"
 ok
 
