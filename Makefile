@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format replay clean clean-dev-data bench fuzz
+.PHONY: install run test lint format replay clean clean-dev-data bench fuzz test-fresh
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -37,6 +37,11 @@ test: $(STAMP)
 # The embedded servers' data of `make run` (stop `make run` first).
 clean-dev-data:
 	rm -rf .smsc-dev
+
+# Both commands above on a machine where no server answers, from a fresh clone of HEAD in a network
+# namespace of its own (see tests/fresh/run.sh and the README's "Development"). Needs root.
+test-fresh:
+	tests/fresh/run.sh
 
 # The property tests with FUZZ_SCALE times their examples (about 10 minutes at 20): make fuzz FUZZ_SCALE=100
 FUZZ_SCALE ?= 20
