@@ -122,9 +122,6 @@ def run(host: str, port: int, data: Path) -> int:
     except _Stop:
         return 0
     finally:
-        # A second Ctrl-C must not leave servers running: the stop runs to its end.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _, child in reversed(children):  # the ingress first: it may still be queueing
             child.send_signal(signal.SIGTERM)
             try:
@@ -135,7 +132,16 @@ def run(host: str, port: int, data: Path) -> int:
         stop_servers(found.started)
 
 
+# One stop only: a second SIGTERM (make passes its own on to this command) or Ctrl-C must not break
+# off the stop itself and leave servers running. list.pop is one step, so two signals cannot both win.
+_ARMED = [True]
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
+    try:
+        _ARMED.pop()
+    except IndexError:
+        return
     raise _Stop
 
 
