@@ -274,4 +274,3 @@ async def test_dev_serves_stores_and_stops_on_sigterm(tmp_path: Path, db: Any, r
     assert not (tmp_path / "dev").exists()
     with pytest.raises(OSError):  # noqa: PT011 - refused connection: nothing listens any more
         port_open(port)
-
