@@ -26,7 +26,7 @@ from workers.store import UPSERT_DEAD_LETTER
 INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (request_id, job_id, kind, event_ref, phone, error_class, reason, raw, received_at)
 VALUES (%(request_id)s, %(job_id)s, %(kind)s, %(event_ref)s, %(phone)s, %(error_class)s, %(reason)s,
-        %(raw)s, now())
+        %(raw)s, %(received_at)s)
 RETURNING dead_letter_id
 """
 
@@ -55,10 +55,10 @@ def said(done: subprocess.CompletedProcess[bytes]) -> list[str]:
     return [line for line in done.stderr.decode().splitlines() if not line.startswith("{")]
 
 
-def insert(db: Any, rid: str = "r1", body: bytes = b"ts=x", **fields: str) -> str:
-    """A dead letter row as a worker writes it; its dead_letter_id."""
+def dead_row(rid: str, body: bytes = b"ts=x", **fields: Any) -> dict[str, Any]:
+    """A dead letter's parameters as a worker writes them (UPSERT_DEAD_LETTER's)."""
     raw = RawRequest(rid, 1_700_000_000.0, fields.pop("query", "charset=utf-8"), "text/plain", body)
-    row = {
+    return {
         "request_id": rid,
         "job_id": "job-1",
         "kind": "status",
@@ -67,9 +67,14 @@ def insert(db: Any, rid: str = "r1", body: bytes = b"ts=x", **fields: str) -> st
         "error_class": "PermanentError",
         "reason": "status: ts 'x' is not a unix time",
         "raw": Jsonb(raw.to_json()),
+        "received_at": datetime.now(UTC),
         **fields,
     }
-    return str(db.execute(INSERT_DEAD_LETTER, row).fetchone()[0])
+
+
+def insert(db: Any, rid: str = "r1", body: bytes = b"ts=x", **fields: str) -> str:
+    """A dead letter row as a worker writes it; its dead_letter_id."""
+    return str(db.execute(INSERT_DEAD_LETTER, dead_row(rid, body, **fields)).fetchone()[0])
 
 
 BAD_ARGUMENTS = [
@@ -228,24 +233,10 @@ def test_replay_beside_a_worker_rewriting_the_same_rows_never_waits(
     dead_letter_id order, here the reverse): the replay skips the worker's rows instead of waiting
     for them, so neither deadlocks, and the worker's transaction then completes."""
     count = 200
-    raw = RawRequest("-", 1_700_000_000.0, "charset=utf-8", "application/x-www-form-urlencoded", b"ts=x")
     # dead_letter_id 1..200 hold request ids r0200..r0001: the two orders are opposite.
     for i in range(count, 0, -1):
         insert(db, rid=f"r{i:04d}")
-    rows = [
-        {
-            "request_id": f"r{i:04d}",
-            "job_id": "worker-job",
-            "kind": "status",
-            "event_ref": "1001",
-            "phone": "79998887766",
-            "error_class": "PermanentError",
-            "reason": "status: ts 'x' is not a unix time",
-            "raw": Jsonb(raw.to_json()),
-            "received_at": datetime.now(UTC),
-        }
-        for i in range(1, count + 1)
-    ]
+    rows = [dead_row(f"r{i:04d}", job_id="worker-job") for i in range(1, count + 1)]
     with psycopg.connect(database) as worker, worker.cursor() as cur:
         # The worker's statement, rows in its order; it stops half-way, holding dead letters 200..151.
         cur.executemany(UPSERT_DEAD_LETTER, rows[:50])
