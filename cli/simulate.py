@@ -1,90 +1,112 @@
-"""`smsc-ingest simulate`: signed callbacks of every kind, format and charset, as the gateway sends them."""
+"""`smsc-ingest simulate`: a gateway simulator to point at a deployment, as a smoke test after an
+install or a secret rotation. It sends events of every kind, format and charset, signed as the
+gateway signs them, resends what is not answered 200 as the gateway does, prints a tally and, with
+--verify, checks in PostgreSQL that each event is stored exactly once."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-from urllib.parse import urlencode, urlsplit
-from xml.sax.saxutils import escape
+from urllib.parse import urlsplit
 
-from cli import arguments
-from cli.render import printable
+from cli import arguments, gateway
+from cli.delivery import MAX_COPIES, Schedule, Tally, deliver
+from cli.gateway import KINDS, MAX_EVENTS, Callback, Run
 from smsc.exceptions import ConfigError
-from smsc.protocol.fields import CHARSETS, Format, Kind, codec_for
-from smsc.protocol.signature import sign
+from smsc.protocol.fields import HashAlgorithm
 from smsc.settings import Settings
 
-if TYPE_CHECKING:
-    import aiohttp
-
-MAX_COUNT = 1000
-MAX_REPEAT = 50  # the gateway's own number of tries
-REQUEST_TIMEOUT_SECONDS = 15.0
-CONNECT_TIMEOUT_SECONDS = 5.0
-ANSWER_CHARS = 200  # of the ingress's answer, shown next to a refusal
-
-# Every way the gateway transmits: a form in each of the three charsets, XML and JSON in the two it
-# uses with `fmt`, and a form from a handler URL naming no charset, sent in the one assumed then.
-TRANSPORTS: tuple[tuple[Format, str | None], ...] = (
-    (Format.FORM, "utf-8"),
-    (Format.FORM, "koi8-r"),
-    (Format.FORM, "windows-1251"),
-    (Format.FORM, None),
-    (Format.XML, "utf-8"),
-    (Format.XML, "windows-1251"),
-    (Format.JSON, "utf-8"),
-    (Format.JSON, "windows-1251"),
-)
-FMT_PARAM = {Format.XML: "2", Format.JSON: "3"}
-PHONE = "79998887766"
-OUR_NUMBER = "79001234567"
-TEXT = "Привет! Это проверка smsc-ingest."
-
-
-@dataclass(frozen=True)
-class Callback:
-    """One request as it goes over the wire, and what the summary line says of it."""
-
-    kind: Kind
-    fmt: Format
-    charset: str
-    ref: str
-    query: str
-    body: bytes
-    content_type: str
+MAX_CONCURRENCY = 1000
+MAX_RATE = 100_000.0
+GATEWAY_RETRY_SECONDS = 240.0  # the gateway resends every 4 minutes...
+GATEWAY_WINDOW_SECONDS = 12_000.0  # ...50 times: 3 h 20 min, the longest a run may last
+SHOWN_EVENTS = 10  # events named per problem in the verification; the counts cover all
 
 
 def register(commands: argparse._SubParsersAction[arguments.Parser]) -> None:
     """Add the `simulate` subcommand and its options."""
     parser = commands.add_parser(
-        "simulate", help="send signed callbacks of every kind, format and charset to an ingress"
+        "simulate",
+        help="a gateway simulator: signed callbacks of every kind, format and charset, resent as the "
+        "gateway resends them, with a tally (and --verify: each stored exactly once)",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--url",
         type=handler_url,
         help="the handler URL without its query (SMSC_SIMULATE_URL, else built from SMSC_HOST and "
         "SMSC_PORT: http://127.0.0.1:8080/smsc)",
     )
-    parser.add_argument(
-        "--count",
-        type=_bounded(MAX_COUNT),
-        default=len(TRANSPORTS),
-        help=f"events of each kind, each a new row, taking the {len(TRANSPORTS)} formats and charsets "
-        f"in turn (default {len(TRANSPORTS)}: one in each; at most {MAX_COUNT})",
+    add(
+        "--events",
+        type=number(1, MAX_EVENTS, whole=True),
+        help=f"distinct events, the three kinds in turn, each kind taking the chosen formats and charsets "
+        f"in turn (default: one of each kind in each, 24 with all; at most {MAX_EVENTS})",
     )
-    parser.add_argument(
-        "--repeat",
-        type=_bounded(MAX_REPEAT),
+    add(
+        "--copies",
+        type=number(1, MAX_COPIES, whole=True),
         default=1,
-        help=f"send each request this many times, as the gateway's retries do (at most {MAX_REPEAT})",
+        help=f"send each event this many times, as the gateway repeats it, copies of different events "
+        f"interleaved (default 1, at most {MAX_COPIES})",
+    )
+    add(
+        "--rate",
+        type=number(0.1, MAX_RATE),
+        help="at most this many requests per second, resends included (default: no cap)",
+    )
+    add(
+        "--concurrency",
+        type=number(1, MAX_CONCURRENCY, whole=True),
+        default=16,
+        help=f"requests in flight at once (default 16, at most {MAX_CONCURRENCY})",
+    )
+    add("--format", choices=("form", "xml", "json", "all"), default="all", help="default all")
+    add(
+        "--charset",
+        choices=("utf-8", "koi8-r", "windows-1251", "all"),
+        default="all",
+        help="default all, which adds a form from a handler URL naming no charset (sent in "
+        "SMSC_CHARSET); XML and JSON go in utf-8 and windows-1251 only, as the gateway sends them",
+    )
+    add(
+        "--hash",
+        choices=[a.value for a in HashAlgorithm],
+        help="the handler URL's hash parameter (default SMSC_HASH, else md5); the secret is SMSC_SECRET",
+    )
+    add(
+        "--retry-after",
+        type=number(0.01, GATEWAY_RETRY_SECONDS),
+        default=1.0,
+        help="seconds before a copy not answered 200 or 404 is resent (the gateway: 240; default 1)",
+    )
+    add(
+        "--tries",
+        type=number(1, MAX_COPIES, whole=True),
+        default=MAX_COPIES,
+        help=f"tries of each copy, the first included (the gateway: 50; default {MAX_COPIES})",
+    )
+    add(
+        "--deadline",
+        type=number(1, GATEWAY_WINDOW_SECONDS),
+        default=120.0,
+        help="seconds after which no request starts (default 120; at most 12000, the gateway's 3 h 20 min)",
+    )
+    add(
+        "--verify",
+        action="store_true",
+        help="then check in PostgreSQL (DATABASE_URL) that each acknowledged event is stored exactly "
+        "once and not dead-lettered",
+    )
+    add(
+        "--verify-timeout",
+        type=number(1, 3600),
+        default=60.0,
+        help="seconds --verify waits for the workers to store every event (default 60)",
     )
 
 
@@ -98,15 +120,94 @@ def handler_url(text: str) -> str:
     return text
 
 
+def number(low: float, high: float, *, whole: bool = False) -> Callable[[str], float]:
+    """A number from `low` to `high`, a whole one if `whole`."""
+    shape = r"[0-9]{1,9}" if whole else r"[0-9]{1,9}(?:\.[0-9]{1,6})?"
+    what = "whole number" if whole else "number"
+
+    def convert(text: str) -> float:
+        if not re.fullmatch(shape, text) or not low <= float(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what} from {low:g} to {high:g}")
+        return int(text) if whole else float(text)
+
+    return convert
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """Send every callback `repeat` times, print a line per request and a total; 0 if all got 200."""
+    """Send, resend, tally and maybe verify; 0 if every event was acknowledged (and verified)."""
     url = target(args.url)
     if not settings.secret and not settings.allow_unsigned:
         raise ConfigError("SMSC_SECRET is not set: the simulator signs with the ingress's secret")
-    callbacks = build_all(settings, args.count, datetime.now(UTC))
-    answers = asyncio.run(_send_all(url, callbacks, args.repeat))
-    print(f"{sum(answers.values())} request(s) to {url}: {_tally(answers)}")
-    return 0 if set(answers) <= {"200"} else 1
+    chosen = gateway.transports(args.format, args.charset)
+    if not chosen:
+        raise ConfigError(
+            f"--format {args.format} is not sent in {args.charset}: the gateway uses koi8-r for forms only"
+        )
+    algorithm = HashAlgorithm(args.hash) if args.hash else settings.hash_algorithm
+    started = datetime.now(UTC)
+    signed = algorithm if settings.secret else None
+    sim = Run(started, signed, settings.secret, settings.default_charset, settings.tz, chosen)
+    events = args.events or len(KINDS) * len(chosen)
+    schedule = Schedule(args.copies, args.concurrency, args.rate, args.retry_after, args.tries, args.deadline)
+    per_kind = {k.value: len(range(n, events, len(KINDS))) for n, k in enumerate(KINDS)}
+    say(
+        f"simulate: run {sim.tag}, {events} event(s) × {_copies(args.copies)} "
+        f"to {url}, {signed.value if signed else 'unsigned'}"
+    )
+
+    def build(i: int) -> tuple[str, Callback]:
+        ev = gateway.event(sim, i)
+        return ev.describe(sim), gateway.callback(sim, ev)
+
+    tally = asyncio.run(deliver(url, events, build, schedule, say))
+    print_tally(tally, per_kind, args.copies, args.deadline)
+    ok = not tally.unacknowledged()
+    if args.verify:
+        from cli.verify import verify
+
+        acked = [gateway.event(sim, i) for i in range(events) if tally.acknowledged[i]]
+        verdict = verify(settings.database_url, sim, acked, args.verify_timeout, say)
+        say(f"stored once: {verdict.stored_once}")
+        for label, numbers in (
+            ("missing", verdict.missing),
+            ("duplicated", verdict.duplicated),
+            ("dead-lettered", verdict.dead_lettered),
+        ):
+            say(f"{label}: {len(numbers)}")
+            for i in numbers[:SHOWN_EVENTS]:
+                say(f"  {label}: {gateway.event(sim, i).describe(sim)}")
+        if verdict.unidentified:
+            say(f"dead-lettered, naming no event: {verdict.unidentified}")
+        ok = ok and verdict.ok
+    return 0 if ok else 1
+
+
+def print_tally(tally: Tally, per_kind: dict[str, int], copies: int, deadline: float) -> None:
+    """The run's numbers, one `name: value` a line."""
+    kinds = ", ".join(f"{kind} {n}" for kind, n in per_kind.items())
+    refused = {code: n for code, n in tally.answers.items() if code != "200"}
+    say(f"events: {tally.events} ({kinds}), {_copies(copies)} each")
+    say(f"sent: {tally.sent} (resent: {tally.resent})")
+    say(f"200: {tally.answers['200']}")
+    say(f"refused: {_counts(refused) or 'none'}")
+    errors = f" ({_counts(tally.no_answer)})" if tally.no_answer else ""
+    say(f"no answer: {sum(tally.no_answer.values())}{errors}")
+    if tally.unsent:
+        say(f"not sent: {_copies(tally.unsent)} (the {deadline:g} s deadline came first)")
+    say(f"never acknowledged: {len(tally.unacknowledged())}")
+
+
+def _copies(n: int) -> str:
+    return f"{n} cop{'y' if n == 1 else 'ies'}"
+
+
+def _counts(counter: dict[str, int]) -> str:
+    return ", ".join(f"{key} × {n}" for key, n in sorted(counter.items()))
+
+
+def say(line: str) -> None:
+    """One line of output, at once: a refusal shows while the run goes on."""
+    print(line, flush=True)
 
 
 def target(given: str | None) -> str:
@@ -118,126 +219,3 @@ def target(given: str | None) -> str:
     # `serve` may listen on every address; the simulator then talks to this machine.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104 (read, not bound)
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/smsc"
-
-
-def build_all(settings: Settings, count: int, now: datetime) -> list[Callback]:
-    """`count` events of each kind, each with its own id (or phone for a call), in turn per transport."""
-    # The start in milliseconds, times MAX_COUNT: each run's events are new rows, and ids fit a bigint.
-    first = int(now.timestamp() * 1000) * MAX_COUNT
-    return [
-        build(settings, kind, *TRANSPORTS[i % len(TRANSPORTS)], first + i, now)
-        for i in range(count)
-        for kind in Kind
-    ]
-
-
-def build(
-    settings: Settings, kind: Kind, fmt: Format, charset: str | None, number: int, now: datetime
-) -> Callback:
-    """Event `number` of `kind`, posted to `<url>?charset=..&fmt=..&<hash>=<secret>` in `fmt`.
-
-    The gateway sends the handler URL's parameters back in the body, the hash one carrying the hash.
-    """
-    codec = CHARSETS[charset] if charset else codec_for(settings.default_charset)
-    params = _event(settings, kind, number, now)
-    url: dict[str, str] = {"charset": charset} if charset else {}
-    if fmt in FMT_PARAM:
-        url["fmt"] = FMT_PARAM[fmt]
-    fields = {**params, **url}
-    if settings.secret:
-        algorithm = settings.hash_algorithm
-        url[algorithm.value] = settings.secret
-        fields[algorithm.value] = sign(kind, fields, algorithm, settings.secret, codec)
-    label = charset or f"{settings.default_charset} (unnamed)"
-    ref = params["phone"] if kind is Kind.CALL else params["id"]
-    if fmt is Format.FORM:
-        body = urlencode(fields, encoding=codec).encode("ascii")
-        return Callback(kind, fmt, label, ref, urlencode(url), body, "application/x-www-form-urlencoded")
-    if fmt is Format.JSON:
-        body = json.dumps(fields, ensure_ascii=False).encode(codec)
-        return Callback(kind, fmt, label, ref, urlencode(url), body, f"application/json; charset={charset}")
-    xml = "<result>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in fields.items()) + "</result>"
-    return Callback(
-        kind, fmt, label, ref, urlencode(url), xml.encode(codec), f"application/xml; charset={charset}"
-    )
-
-
-def _event(settings: Settings, kind: Kind, number: int, now: datetime) -> dict[str, str]:
-    ts = str(int(now.timestamp()))
-    if kind is Kind.STATUS:
-        local = now.astimezone(settings.tz).strftime("%d.%m.%y %H:%M:%S")
-        return {
-            "id": str(number),
-            "phone": PHONE,
-            "status": "1",
-            "ts": ts,
-            "time": local,
-            "cnt": "1",
-            "type": "0",
-            "cost": "1.25",
-            "flag": "0",
-            "sender": "SMSC.RU",
-        }
-    if kind is Kind.INCOMING:
-        return {
-            "id": str(number),
-            "phone": PHONE,
-            "mes": TEXT,
-            "to": OUR_NUMBER,
-            "smsc": "79168999100",
-            "sent": ts,
-            "time": ts,
-        }
-    # A call is keyed by its phone and time: a phone of its own makes each call a new row.
-    return {"waitcall": "1", "phone": f"7{number % 10**10:010d}", "ts": ts}
-
-
-async def _send_all(url: str, callbacks: list[Callback], repeat: int) -> Counter[str]:
-    """POST each callback `repeat` times (all once, then all again: retries come later); count answers."""
-    import aiohttp
-
-    answers: Counter[str] = Counter()
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        for copy in range(1, repeat + 1):
-            for cb in callbacks:
-                code, detail = await _post(session, url, cb)
-                answers[code] += 1
-                print(
-                    f"{cb.kind.value:<8} {cb.fmt.value:<4} {cb.charset:<26} {cb.ref:<17} "
-                    f"copy {copy}/{repeat}  {code}{detail}"
-                )
-                if code == "no answer":
-                    # Whatever is wrong (nothing listening, a wrong host), the rest would wait as long.
-                    print(f"no answer from {url}: is the ingress running (make run)? stopping here")
-                    return answers
-    return answers
-
-
-async def _post(session: aiohttp.ClientSession, url: str, cb: Callback) -> tuple[str, str]:
-    """The answer's code, and what the ingress said when it is not 200."""
-    import aiohttp
-
-    try:
-        async with session.post(
-            f"{url}?{cb.query}", data=cb.body, headers={"Content-Type": cb.content_type}
-        ) as resp:
-            if resp.status == 200:
-                return "200", ""
-            said = (await resp.content.read(ANSWER_CHARS)).decode("utf-8", "replace").strip()
-            return str(resp.status), f" {printable(said)}"
-    except (aiohttp.ClientError, TimeoutError) as e:
-        return "no answer", f" ({type(e).__name__})"
-
-
-def _tally(answers: Counter[str]) -> str:
-    return ", ".join(f"{code} × {n}" for code, n in sorted(answers.items())) or "nothing sent"
-
-
-def _bounded(limit: int) -> Callable[[str], int]:
-    def convert(text: str) -> int:
-        if not re.fullmatch(r"[0-9]{1,6}", text) or not 1 <= int(text) <= limit:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {limit}")
-        return int(text)
-
-    return convert
