@@ -54,8 +54,8 @@ fuzz: $(STAMP)
 replay: $(STAMP)
 	$(BIN)/smsc-ingest replay $(ARGS)
 
-# In a second terminal after `make run`: signed callbacks of every kind, format and charset, with the
-# same secret (SMSC_SECRET, else the development one): make simulate ARGS="--count 10 --repeat 3"
+# In a second terminal after `make run`: the gateway simulator, with the same secret (SMSC_SECRET, else
+# the development one): make simulate ARGS="--events 300 --copies 3 --verify" (see README, "Operating it")
 .PHONY: simulate
 simulate: $(STAMP)
 	@SMSC_SECRET="$${SMSC_SECRET:-$(DEV_SECRET)}" \

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import os
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -140,9 +141,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("SMSC_SECRET is not set: the simulator signs with the ingress's secret")
     chosen = gateway.transports(args.format, args.charset)
     if not chosen:
-        raise ConfigError(
-            f"--format {args.format} is not sent in {args.charset}: the gateway uses koi8-r for forms only"
+        # An argument error like argparse's: one line, exit code 2.
+        print(
+            f"smsc-ingest simulate: --format {args.format} is not sent in {args.charset}: the gateway "
+            "uses koi8-r for forms only (see smsc-ingest simulate -h)",
+            file=sys.stderr,
         )
+        return 2
     algorithm = HashAlgorithm(args.hash) if args.hash else settings.hash_algorithm
     started = datetime.now(UTC)
     signed = algorithm if settings.secret else None
