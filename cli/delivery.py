@@ -133,11 +133,13 @@ class _Sender:
                     await asyncio.sleep(self.schedule.retry_after)
                 async with self.in_flight:
                     if not await self._slot():
-                        self.tally.unsent += attempt == 1
+                        if attempt == 1:
+                            self.tally.unsent += 1
                         return
                     code, said = await self._post(cb)
                 self.tally.sent += 1
-                self.tally.resent += attempt > 1
+                if attempt > 1:
+                    self.tally.resent += 1
                 if code == "200":
                     self.tally.acknowledged[i] = 1
                 elif (code, said) not in self.shown and len(self.shown) < SHOWN_ANSWERS:
