@@ -144,7 +144,7 @@ class State:
     postgres_error: str | None = None
 
 
-class _Bounded(Generic[T]):
+class BoundedReads(Generic[T]):
     """Runs one server's read in a thread and waits for it until a deadline.
 
     A read past its deadline is left to finish (or fail) in its daemon thread; while it has not, the
@@ -179,7 +179,7 @@ class _Bounded(Generic[T]):
             if thread.is_alive():
                 with self._lock:
                     self._hung = thread
-                raise TimeoutError(f"{self._name} did not answer within {READ_DEADLINE_SECONDS:g} s")
+                raise TimeoutError(f"{self._name} did not answer in time")
             if failure:
                 raise failure[0]
             return outcome[0]
@@ -200,8 +200,8 @@ class StateReader:
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
         )
-        self._redis_reads: _Bounded[RedisState] = _Bounded("Redis")
-        self._postgres_reads: _Bounded[PostgresState] = _Bounded("PostgreSQL")
+        self._redis_reads: BoundedReads[RedisState] = BoundedReads("Redis")
+        self._postgres_reads: BoundedReads[PostgresState] = BoundedReads("PostgreSQL")
 
     def read(self, *, activity: bool = False) -> State:
         """Both servers' state, read at the same time; `activity` adds what `stats` shows."""
