@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import time
 import urllib.request
@@ -516,3 +517,37 @@ def test_the_stats_queries_read_only_the_newest_rows_of_big_tables(db: Any) -> N
         assert "Seq Scan on messages" not in plan, plan
         assert "Bitmap Index Scan on status_events_stored_at_idx" in plan, plan
     assert "Index Scan using messages_pkey on messages" in plans["messages"], plans["messages"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--port", "0"], {}, "'0' is not a port (1-65535)"),
+        ([], {"SMSC_EXPORTER_PORT": "http"}, "SMSC_EXPORTER_PORT: 'http' is not a port (1-65535)"),
+    ],
+)
+def test_a_bad_exporter_port_is_refused_with_exit_code_2(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    """A port outside 1-65535, given or from the environment: one line on stderr, exit code 2."""
+    done = subprocess.run(
+        [COMMAND, "exporter", *args], env=environment(**env), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_the_exporter_stops_on_sigterm_and_says_when_its_port_is_taken(deployment: Settings) -> None:
+    """A second exporter on a taken port exits 1 saying so; the first stops on SIGTERM with 0."""
+    first = Exporter()
+    second = subprocess.run(
+        [COMMAND, "exporter", "--port", str(first.port)],
+        env=environment(SMSC_QUEUE=QUEUE),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in second.stderr
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=30) == 0
