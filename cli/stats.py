@@ -29,9 +29,9 @@ def register(commands: argparse._SubParsersAction[arguments.Parser]) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Print the state; exit code 1 if Redis or PostgreSQL could not be read (what could be is printed)."""
-    from workers.state import StateReader
+    from workers.state import STATS, StateReader
 
-    reader = StateReader(settings)
+    reader = StateReader(settings, STATS)
     try:
         state = reader.read(activity=True)
     finally:

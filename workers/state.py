@@ -28,12 +28,23 @@ from smsc.settings import Settings
 
 T = TypeVar("T")
 
-# Each server's read must be over well within Prometheus's default scrape timeout (10 s).
 REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
 REDIS_SOCKET_TIMEOUT_SECONDS = 2.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 2  # libpq's smallest
-POSTGRES_STATEMENT_TIMEOUT_MS = 2000
-READ_DEADLINE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long a read may take: each PostgreSQL statement, and each server's whole read."""
+
+    statement_ms: int
+    deadline_seconds: float
+
+
+# A scrape must be over well within Prometheus's default scrape timeout (10 s).
+SCRAPE = Patience(statement_ms=2000, deadline_seconds=5.0)
+# `stats` also counts a day of events, which takes longer on a big deployment; a person waits.
+STATS = Patience(statement_ms=20_000, deadline_seconds=60.0)
 
 # Queue entries looked at for the oldest job: the first whose job hash still exists counts.
 _HEAD = 10
@@ -193,8 +204,9 @@ class BoundedReads(Generic[T]):
 class StateReader:
     """Reads the state of one deployment (its queue, Redis and PostgreSQL) as often as asked."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, patience: Patience = SCRAPE) -> None:
         self._settings = settings
+        self._patience = patience
         self._redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
@@ -207,7 +219,7 @@ class StateReader:
         """Both servers' state, read at the same time; `activity` adds what `stats` shows."""
         redis_result = self._redis_reads.start(self._read_redis)
         postgres_result = self._postgres_reads.start(lambda: self._read_postgres(activity))
-        deadline = time.monotonic() + READ_DEADLINE_SECONDS
+        deadline = time.monotonic() + self._patience.deadline_seconds
         redis: RedisState | None = None
         postgres: PostgresState | None = None
         redis_error = postgres_error = None
@@ -266,7 +278,7 @@ class StateReader:
         )
 
     def _read_postgres(self, activity: bool) -> PostgresState:
-        with _connect(self._settings.database_url) as conn:
+        with _connect(self._settings.database_url, self._patience.statement_ms) as conn:
             waiting = dict.fromkeys(KNOWN_ERROR_CLASSES, 0)
             waiting.update({str(c): int(n) for c, n in conn.execute(DEAD_LETTERS_WAITING)})
             return PostgresState(waiting, _activity(conn) if activity else None)
@@ -293,9 +305,9 @@ def _activity(conn: psycopg.Connection[tuple[Any, ...]]) -> Activity:
     )
 
 
-def _connect(url: str) -> psycopg.Connection[tuple[Any, ...]]:
+def _connect(url: str, statement_ms: int) -> psycopg.Connection[tuple[Any, ...]]:
     conn = psycopg.connect(url, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
-    conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(POSTGRES_STATEMENT_TIMEOUT_MS),))
+    conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(statement_ms),))
     return conn
 
 

@@ -551,3 +551,21 @@ def test_the_exporter_stops_on_sigterm_and_says_when_its_port_is_taken(deploymen
     assert f"cannot listen on 127.0.0.1:{first.port}: Address already in use" in second.stderr
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(timeout=30) == 0
+
+
+def test_a_blocked_postgresql_read_is_cut_by_its_statement_timeout(deployment: Settings, db: Any) -> None:
+    """A table locked by someone else: the read gives up (PostgreSQL down, saying why) instead of
+    hanging the scrape, and the next read after the lock is gone answers."""
+    dead_letters(db)
+    reader = StateReader(deployment)
+    with db.transaction():
+        db.execute("LOCK TABLE dead_letters IN ACCESS EXCLUSIVE MODE")
+        blocked = reader.read()
+    assert blocked.postgres is None
+    assert blocked.postgres_error is not None
+    assert "statement timeout" in blocked.postgres_error
+    assert blocked.redis is not None
+    state = reader.read()
+    reader.close()
+    assert state.postgres is not None
+    assert state.postgres.dead_letters == WAITING
