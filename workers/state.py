@@ -17,13 +17,14 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 from redis import Redis
-from rq.queue import Queue
+from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcparse
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from smsc.exceptions import Conflict, PermanentError
-from smsc.protocol.fields import DELIVERED_STATUSES, FAILED_STATUSES
+from smsc.protocol.fields import DELIVERED_STATUSES, FAILED_STATUSES, Kind
+from smsc.queue import queue_key
 from smsc.settings import Settings
 
 T = TypeVar("T")
@@ -238,19 +239,19 @@ class StateReader:
         self._redis.close()
 
     def _read_redis(self) -> RedisState:
-        queue = Queue(self._settings.queue, connection=self._redis)
+        key, name = queue_key(self._settings), self._settings.queue
         now = time.time()
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.llen(queue.key)
-            pipe.lrange(queue.key, 0, _HEAD - 1)
+            pipe.llen(key)
+            pipe.lrange(key, 0, _HEAD - 1)
             # Running jobs whose worker still beats: an abandoned one (worker killed) expires and is
             # retried or failed by a worker's maintenance within a job timeout.
-            pipe.zcount(StartedJobRegistry.key_template.format(queue.name), now, "+inf")
+            pipe.zcount(StartedJobRegistry.key_template.format(name), now, "+inf")
             # Scored by when each is due, not by an expiry: all of them wait.
-            pipe.zcard(ScheduledJobRegistry.key_template.format(queue.name))
+            pipe.zcard(ScheduledJobRegistry.key_template.format(name))
             # Failed jobs past their failure TTL have already expired; RQ removes their entries later.
-            pipe.zcount(FailedJobRegistry.key_template.format(queue.name), now, "+inf")
-            pipe.smembers(WORKERS_BY_QUEUE_KEY % queue.name)
+            pipe.zcount(FailedJobRegistry.key_template.format(name), now, "+inf")
+            pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
             pipe.info("persistence")
             pipe.info("stats")
             queued, head, started, scheduled, failed, workers, persistence, stats = pipe.execute()
@@ -259,9 +260,9 @@ class StateReader:
         worker_keys = sorted(workers)
         with self._redis.pipeline(transaction=False) as pipe:
             for job_id in head:
-                pipe.hget(Queue.job_class.key_for(job_id.decode()), "enqueued_at")
-            for key in worker_keys:
-                pipe.exists(key)
+                pipe.hget(Job.key_for(job_id.decode()), "enqueued_at")
+            for worker_key in worker_keys:
+                pipe.exists(worker_key)
             answers = pipe.execute()
         enqueued = [e for e in answers[: len(head)] if e]
         age = max(0.0, now - utcparse(enqueued[0].decode()).timestamp()) if enqueued else 0.0
@@ -295,7 +296,7 @@ def _activity(conn: psycopg.Connection[tuple[Any, ...]]) -> Activity:
     assert settled is not None
     reasons = conn.execute(COMMON_REASONS, {"limit": 3}).fetchall()
     return Activity(
-        stored={kind: stored.get(kind, (0, 0, 0)) for kind in ("status", "incoming", "call")},
+        stored={kind.value: stored.get(kind.value, (0, 0, 0)) for kind in Kind},
         lag_events=int(lag[0]),
         lag_p50=None if lag[1] is None else float(lag[1]),
         lag_p99=None if lag[2] is None else float(lag[2]),
@@ -307,7 +308,11 @@ def _activity(conn: psycopg.Connection[tuple[Any, ...]]) -> Activity:
 
 def _connect(url: str, statement_ms: int) -> psycopg.Connection[tuple[Any, ...]]:
     conn = psycopg.connect(url, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
-    conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(statement_ms),))
+    try:
+        conn.execute("SELECT set_config('statement_timeout', %s, false)", (str(statement_ms),))
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
