@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS status_events (
     CONSTRAINT status_events_event_key UNIQUE NULLS NOT DISTINCT (message_id, phone, status, status_at)
 );
 CREATE INDEX IF NOT EXISTS status_events_received_at_idx ON status_events (received_at);
+-- `stats` counts rows by stored_at, the commit time. Rows are appended in about that order, so a
+-- BRIN index (a few pages, next to nothing per insert) leads it to the newest pages only; ranges
+-- are summarized by autovacuum as they fill.
+CREATE INDEX IF NOT EXISTS status_events_stored_at_idx ON status_events
+    USING brin (stored_at) WITH (autosummarize = on);
 
 -- One row per sent message and phone: the newest status (greatest status_at, then higher status).
 CREATE TABLE IF NOT EXISTS messages (
@@ -71,6 +76,8 @@ CREATE TABLE IF NOT EXISTS incoming_messages (
     stored_at           timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS incoming_messages_received_at_idx ON incoming_messages (received_at);
+CREATE INDEX IF NOT EXISTS incoming_messages_stored_at_idx ON incoming_messages
+    USING brin (stored_at) WITH (autosummarize = on);
 
 -- One row per call to the "confirm the number by a call" service.
 CREATE TABLE IF NOT EXISTS call_confirmations (
@@ -86,6 +93,8 @@ CREATE TABLE IF NOT EXISTS call_confirmations (
     stored_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (phone, called_at)
 );
+CREATE INDEX IF NOT EXISTS call_confirmations_stored_at_idx ON call_confirmations
+    USING brin (stored_at) WITH (autosummarize = on);
 
 -- Requests a worker could not store: the raw request (body base64, query string with the hash
 -- redacted, Content-Type), why, and how often. One row per request id; a replay that fails again
@@ -108,3 +117,5 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replay_job_id   text
 );
 CREATE INDEX IF NOT EXISTS dead_letters_failed_at_idx ON dead_letters (failed_at);
+-- The exporter counts the waiting ones by class at every scrape, however many were replayed.
+CREATE INDEX IF NOT EXISTS dead_letters_waiting_idx ON dead_letters (error_class) WHERE replayed_at IS NULL;

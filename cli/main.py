@@ -1,4 +1,5 @@
-"""`smsc-ingest serve | worker | migrate | replay | dead-letter | dev | simulate`: the one console command."""
+"""`smsc-ingest serve | worker | migrate | replay | dead-letter | dev | simulate | stats | exporter`: the one
+console command."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from cli import arguments, simulate
+from cli import arguments, simulate, stats
 from cli.render import details, printable, summary
 from smsc import logs
 from smsc.exceptions import ConfigError, TransientError
@@ -56,6 +57,14 @@ def _run(args: argparse.Namespace) -> int:
             run(settings, burst=args.burst)
         elif args.command == "simulate":
             return simulate.run(settings, args)
+        elif args.command == "stats":
+            return stats.run(settings, args)
+        elif args.command == "exporter":
+            from workers.exporter import run as export
+
+            port = arguments.from_env(args.port, "SMSC_EXPORTER_PORT", "9110", arguments.port)
+            host = arguments.from_env(args.host, "SMSC_EXPORTER_HOST", "127.0.0.1", str)
+            export(settings, host, port)
         elif args.command == "migrate":
             _migrate(settings)
         elif args.command == "dev":
@@ -100,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
     simulate.register(commands)
+    stats.register(commands)
+    exporting = commands.add_parser(
+        "exporter", help="serve the queue state (Redis, RQ, dead letters) to Prometheus; one per deployment"
+    )
+    exporting.add_argument("--host", help="address to listen on (SMSC_EXPORTER_HOST, default 127.0.0.1)")
+    exporting.add_argument("--port", type=arguments.port, help="1-65535 (SMSC_EXPORTER_PORT, default 9110)")
     developing = commands.add_parser(
         "dev",
         help="development: Redis and PostgreSQL (embedded ones if none answers), the schema, "

@@ -52,6 +52,12 @@ CONTROL_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
     Kind.CALL: ("phone", "ts"),
 }
 
+# Delivery status codes (`status`) that end a message's story: delivered (1), then possibly read (2)
+# and link clicked (4), which imply delivery; or a failure: expired (3), cannot be delivered (20),
+# wrong number (22), prohibited (23), not enough money (24), unreachable number (25).
+DELIVERED_STATUSES: Final = frozenset({1, 2, 4})
+FAILED_STATUSES: Final = frozenset({3, 20, 22, 23, 24, 25})
+
 # Charset names the gateway uses, mapped to Python codec names.
 CHARSETS: Final[dict[str, str]] = {
     "utf-8": "utf-8",
