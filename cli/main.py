@@ -1,4 +1,4 @@
-"""`smsc-ingest serve | worker | migrate | replay | dead-letter | dev | simulate`: the one console command."""
+"""`smsc-ingest serve | worker | migrate | replay | dead-letter | trace | dev | simulate`: one command."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from cli import arguments, simulate
+from cli import arguments, simulate, trace
 from cli.render import details, printable, summary
 from smsc import logs
 from smsc.exceptions import ConfigError, TransientError
-from smsc.settings import Settings
+from smsc.settings import LogPhones, Settings
 
 if TYPE_CHECKING:
     from workers.deadletter import Filter
@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         # Now that the secret is known, no line of this process or its children can show it.
-        logs.configure(secret=settings.secret)
+        logs.configure(secret=settings.secret, mask_phones=settings.log_phones is not LogPhones.FULL)
         if args.command == "serve":
             from ingress.serve import serve
 
@@ -56,6 +56,8 @@ def _run(args: argparse.Namespace) -> int:
             run(settings, burst=args.burst)
         elif args.command == "simulate":
             return simulate.run(settings, args)
+        elif args.command == "trace":
+            return trace.run(settings, args)
         elif args.command == "migrate":
             _migrate(settings)
         elif args.command == "dev":
@@ -100,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
     simulate.register(commands)
+    trace.register(commands)
     developing = commands.add_parser(
         "dev",
         help="development: Redis and PostgreSQL (embedded ones if none answers), the schema, "
