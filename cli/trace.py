@@ -106,7 +106,7 @@ def request_lines(t: RequestTrace) -> list[str]:
     """What became of one request."""
     lines = [f"request {t.rid}"]
     for row in t.rows:
-        lines.append(f"  stored first by this request: {_row(row)}")
+        lines.append(f"  stored first by this request: {_event(row)}")
         lines += _copies(row)
     if t.duplicate is not None:
         lines.append(
@@ -166,12 +166,13 @@ def _section(t: EventTrace, kind: str, title: str, rows: list[Row]) -> list[str]
     return lines
 
 
-def _row(row: Row) -> str:
+def _event(row: Row) -> str:
     fields = " ".join(f"{name}={_value(value)}" for name, value in row.fields.items())
-    return (
-        f"{row.table} {fields}: first stored by request {row.request_id} "
-        f"(received {_at(row.received_at)}, stored {_at(row.stored_at)})"
-    )
+    return f"{row.table} {fields} (received {_at(row.received_at)}, stored {_at(row.stored_at)})"
+
+
+def _row(row: Row) -> str:
+    return f"{_event(row)}: first stored by request {row.request_id}"
 
 
 def _copies(row: Row) -> list[str]:

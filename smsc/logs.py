@@ -82,21 +82,33 @@ def configure(level: int = logging.INFO, secret: str = "", *, mask_phones: bool 
     logging.getLogger("aiohttp.server").setLevel(logging.DEBUG)
 
 
+# A phone quoted in a reason after its field's name: `implausible 'phone': '...'` (a refused request),
+# `to_phone stored '...', here '...'` (a conflict: both versions).
+_QUOTED_PHONE: Final = re.compile(r"\b(?:phone|to|to_phone)'?(?::| stored) '([^']*)'(?:, here '([^']*)')?")
+
+
 def _masked_phones(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """Phones masked: the values of the phone keys, and the same values where another field quotes
-    them (a dead letter's reason naming the implausible phone it refused)."""
+    """Phones masked: the values of the phone keys, the same values wherever another field of the
+    line repeats them, and the phones a reason quotes."""
     phones = {key: str(event_dict[key]) for key in PHONE_KEYS if event_dict.get(key) is not None}
-    if not phones:
-        return event_dict
-    quoted = {value: mask_phone(value) for value in phones.values() if len(value) > PHONE_SHOWN}
+    repeated = {value: mask_phone(value) for value in phones.values() if len(value) > PHONE_SHOWN}
     for key, value in event_dict.items():
         if key in phones:
             event_dict[key] = mask_phone(phones[key])
         elif isinstance(value, str):
-            for phone, masked in quoted.items():
+            for phone, masked in repeated.items():
                 value = value.replace(phone, masked)
-            event_dict[key] = value
+            event_dict[key] = _QUOTED_PHONE.sub(_mask_quoted, value)
     return event_dict
+
+
+def _mask_quoted(match: re.Match[str]) -> str:
+    text, start = match.group(0), match.start(0)
+    for group in (2, 1):  # from the end, so that the earlier offsets still hold
+        if match.group(group) is not None:
+            begin, end = match.start(group) - start, match.end(group) - start
+            text = text[:begin] + mask_phone(match.group(group)) + text[end:]
+    return text
 
 
 def _library_record(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
