@@ -266,3 +266,15 @@ async def test_one_duplicate_row_per_copy_with_concurrent_workers_and_replays(
     assert duplicates(db) == found
     assert db.execute("SELECT count(*) FROM status_events").fetchone() == (10,)
     assert find(settings, Filter()) == []
+
+
+async def test_old_duplicate_records_are_purged_with_the_dead_letters(
+    client: TestClient[Any, Any], settings: Settings, drain: Drain, db: Any
+) -> None:
+    """Records of copies older than SMSC_DEAD_LETTER_DAYS are deleted by the workers' purge; newer stay."""
+    first, old_copy = await send(client, settings, status(), status())
+    drain()
+    db.execute("UPDATE duplicate_requests SET stored_at = now() - interval '31 days'")
+    (new_copy,) = await send(client, settings, status())
+    drain()
+    assert duplicates(db) == {new_copy: first}
