@@ -91,6 +91,28 @@ async def test_three_copies_name_the_first_request_and_the_two_duplicates(
         assert not any("stored first by this request" in line for line in lines)
 
 
+UNTIMED_STATUS = {k: v for k, v in SAMPLES["status"].items() if k not in ("ts", "time")}
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(status(), id="status"),
+        pytest.param(build("status", params=UNTIMED_STATUS), id="status-without-any-time"),
+        pytest.param(build("incoming"), id="incoming"),
+        pytest.param(build("call"), id="call"),
+    ],
+)
+async def test_each_copy_of_each_kind_is_recorded_once(
+    client: TestClient[Any, Any], settings: Settings, drain: Drain, db: Any, event: Request
+) -> None:
+    """Three copies of one event of any kind: one row, and two records naming the request that stored it."""
+    first, second, third = await send(client, settings, event, event, event)
+    drain()
+    drain()  # nothing left: a second pass changes nothing
+    assert duplicates(db) == {second: first, third: first}
+
+
 async def test_status_history_of_a_message_and_phone(
     client: TestClient[Any, Any], settings: Settings, drain: Drain, db: Any
 ) -> None:
@@ -274,6 +296,7 @@ async def test_old_duplicate_records_are_purged_with_the_dead_letters(
     """Records of copies older than SMSC_DEAD_LETTER_DAYS are deleted by the workers' purge; newer stay."""
     first, old_copy = await send(client, settings, status(), status())
     drain()
+    assert duplicates(db) == {old_copy: first}
     db.execute("UPDATE duplicate_requests SET stored_at = now() - interval '31 days'")
     (new_copy,) = await send(client, settings, status())
     drain()
