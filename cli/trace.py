@@ -150,7 +150,7 @@ def event_lines(t: EventTrace, phone: str, message_id: int | None) -> list[str]:
     lines += _section(t, "incoming", f"incoming SMS from {phone}, newest first", t.incoming)
     if message_id is None:
         lines += _section(t, "call", f"calls from {phone}, newest first", t.calls)
-    lines.append(f"dead letters ({len(t.dead_letters)}, newest first)")
+    lines.append(f"dead letters, newest first ({len(t.dead_letters)}{_more(t, 'dead_letter')})")
     lines += [f"  {summary(letter)}" for letter in t.dead_letters]
     if not t.found:
         lines.append("nothing found")
@@ -158,8 +158,7 @@ def event_lines(t: EventTrace, phone: str, message_id: int | None) -> list[str]:
 
 
 def _section(t: EventTrace, kind: str, title: str, rows: list[Row]) -> list[str]:
-    more = f"; more exist, raise --limit (now {t.limit})" if t.more.get(kind) else ""
-    lines = [f"{title} ({len(rows)}{more})"]
+    lines = [f"{title} ({len(rows)}{_more(t, kind)})"]
     for row in rows:
         lines.append(f"  {_row(row)}")
         lines += _copies(row)
@@ -169,6 +168,10 @@ def _section(t: EventTrace, kind: str, title: str, rows: list[Row]) -> list[str]
 def _event(row: Row) -> str:
     fields = " ".join(f"{name}={_value(value)}" for name, value in row.fields.items())
     return f"{row.table} {fields} (received {_at(row.received_at)}, stored {_at(row.stored_at)})"
+
+
+def _more(t: EventTrace, kind: str) -> str:
+    return f"; more exist, raise --limit (now {t.limit})" if t.more.get(kind) else ""
 
 
 def _row(row: Row) -> str:

@@ -206,8 +206,9 @@ def trace_events(settings: Settings, phone: str, message_id: int | None, limit: 
         incoming = newest(cur, Kind.INCOMING, SELECT_INCOMING)
         if message_id is None:
             calls = newest(cur, Kind.CALL, SELECT_CALLS)
-        letters = of_phone(cur, phones, None if message_id is None else str(message_id), limit)
-    return EventTrace(message, statuses, incoming, calls, letters, limit, more)
+        letters = of_phone(cur, phones, None if message_id is None else str(message_id), limit + 1)
+        more["dead_letter"] = len(letters) > limit
+    return EventTrace(message, statuses, incoming, calls, letters[:limit], limit, more)
 
 
 def phone_forms(phone: str) -> list[str]:

@@ -16,6 +16,7 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from cli.trace import request_lines
 from ingress.app import create_app
 from smsc.settings import Settings
 from tests.integration.batches import queued
@@ -26,6 +27,7 @@ from tests.integration.test_ingress import post
 from tests.payloads import SAMPLES, Request, build
 from workers.deadletter import Filter, find, replay
 from workers.runner import run
+from workers.trace import trace_request
 
 Drain = Callable[[], None]
 PHONE = SAMPLES["status"]["phone"]
@@ -155,7 +157,7 @@ async def test_incoming_and_calls_of_a_phone_newest_first(
     assert lines[4].startswith(f"  call_confirmations phone={PHONE} called_at=2023-11-14T22:16:42+00:00 ")
     assert lines[4].endswith(f"first stored by request {call_rids[2]}")
     assert lines[6].endswith(f"first stored by request {call_rids[1]}")
-    assert lines[-1] == "dead letters (0, newest first)"
+    assert lines[-1] == "dead letters, newest first (0)"
     assert trace("--phone", "79990000000")[0] == 1
 
 
@@ -218,6 +220,19 @@ async def test_a_job_waiting_for_a_retry_then_failed_shows_why(settings: Setting
     assert lines[1].startswith(f"  job: failed {job_id}, enqueued ")
     assert "; TransientError: database: OperationalError: " in lines[1]
     assert " (2 failure(s), last " in lines[1]
+
+
+async def test_a_scan_cut_short_says_so(client: TestClient[Any, Any], settings: Settings) -> None:
+    """Past its bound, the search of RQ's jobs stops, newest first, and says a job not read may hold it."""
+    older, newer = await send(client, settings, status(), status(id="2"))
+    lines = request_lines(trace_request(settings, older, max_jobs=1))
+    assert lines[1:] == [
+        "  job: none holds it now (not queued, started, scheduled or failed)",
+        "  RQ jobs read: 1 of 2 (started 0/0, scheduled 0/0, queued 1/2, failed 0/0); stopped early at the "
+        "limit, newest first: a job not read may hold it",
+        "  nothing found: no row, duplicate, dead letter or job holds it (in what was read)",
+    ]
+    assert request_lines(trace_request(settings, newer, max_jobs=1))[1].startswith("  job: queued ")
 
 
 @pytest.mark.usefixtures("db", "redis_db")
