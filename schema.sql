@@ -47,6 +47,7 @@ CREATE INDEX IF NOT EXISTS status_events_received_at_idx ON status_events (recei
 -- are summarized by autovacuum as they fill.
 CREATE INDEX IF NOT EXISTS status_events_stored_at_idx ON status_events
     USING brin (stored_at) WITH (autosummarize = on);
+CREATE INDEX IF NOT EXISTS status_events_request_id_idx ON status_events (request_id);
 
 -- One row per sent message and phone: the newest status (greatest status_at, then higher status).
 CREATE TABLE IF NOT EXISTS messages (
@@ -78,6 +79,8 @@ CREATE TABLE IF NOT EXISTS incoming_messages (
 CREATE INDEX IF NOT EXISTS incoming_messages_received_at_idx ON incoming_messages (received_at);
 CREATE INDEX IF NOT EXISTS incoming_messages_stored_at_idx ON incoming_messages
     USING brin (stored_at) WITH (autosummarize = on);
+CREATE INDEX IF NOT EXISTS incoming_messages_request_id_idx ON incoming_messages (request_id);
+CREATE INDEX IF NOT EXISTS incoming_messages_phone_idx ON incoming_messages (phone, received_at);
 
 -- One row per call to the "confirm the number by a call" service.
 CREATE TABLE IF NOT EXISTS call_confirmations (
@@ -95,6 +98,7 @@ CREATE TABLE IF NOT EXISTS call_confirmations (
 );
 CREATE INDEX IF NOT EXISTS call_confirmations_stored_at_idx ON call_confirmations
     USING brin (stored_at) WITH (autosummarize = on);
+CREATE INDEX IF NOT EXISTS call_confirmations_request_id_idx ON call_confirmations (request_id);
 
 -- Requests a worker could not store: the raw request (body base64, query string with the hash
 -- redacted, Content-Type), why, and how often. One row per request id; a replay that fails again
@@ -119,3 +123,18 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE INDEX IF NOT EXISTS dead_letters_failed_at_idx ON dead_letters (failed_at);
 -- The exporter counts the waiting ones by class at every scrape, however many were replayed.
 CREATE INDEX IF NOT EXISTS dead_letters_waiting_idx ON dead_letters (error_class) WHERE replayed_at IS NULL;
+
+-- One row per request that carried a copy of an event already stored: the gateway's repeats, the
+-- same event through another ingress instance, a replay. The row it duplicates is the one of table
+-- `kind` whose request_id is first_request_id. A request retried or replayed keeps its one row.
+-- Rows older than SMSC_DEAD_LETTER_DAYS are purged by the workers with the dead letters.
+CREATE TABLE IF NOT EXISTS duplicate_requests (
+    request_id          text        PRIMARY KEY,        -- the `rid` of the copy
+    first_request_id    text        NOT NULL,           -- the request that stored the event first
+    kind                text        NOT NULL,           -- status, incoming or call
+    job_id              text        NOT NULL,           -- the RQ job that carried the copy
+    received_at         timestamptz NOT NULL,           -- when the ingress received the copy
+    stored_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS duplicate_requests_first_request_id_idx ON duplicate_requests (first_request_id);
+CREATE INDEX IF NOT EXISTS duplicate_requests_stored_at_idx ON duplicate_requests (stored_at);

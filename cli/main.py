@@ -1,5 +1,5 @@
-"""`smsc-ingest serve | worker | migrate | replay | dead-letter | dev | simulate | stats | exporter`: the one
-console command."""
+"""`smsc-ingest serve | worker | migrate | replay | dead-letter | trace | stats | exporter | dev | simulate`:
+the one console command."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from cli import arguments, simulate, stats
+from cli import arguments, simulate, stats, trace
 from cli.render import details, printable, summary
 from smsc import logs
 from smsc.exceptions import ConfigError, TransientError
-from smsc.settings import Settings
+from smsc.settings import LogPhones, Settings
 
 if TYPE_CHECKING:
     from workers.deadletter import Filter
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         # Now that the secret is known, no line of this process or its children can show it.
-        logs.configure(secret=settings.secret)
+        logs.configure(secret=settings.secret, mask_phones=settings.log_phones is not LogPhones.FULL)
         if args.command == "serve":
             from ingress.serve import serve
 
@@ -65,6 +65,8 @@ def _run(args: argparse.Namespace) -> int:
             port = arguments.from_env(args.port, "SMSC_EXPORTER_PORT", "9110", arguments.port)
             host = arguments.from_env(args.host, "SMSC_EXPORTER_HOST", "127.0.0.1", str)
             export(settings, host, port)
+        elif args.command == "trace":
+            return trace.run(settings, args)
         elif args.command == "migrate":
             _migrate(settings)
         elif args.command == "dev":
@@ -115,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     exporting.add_argument("--host", help="address to listen on (SMSC_EXPORTER_HOST, default 127.0.0.1)")
     exporting.add_argument("--port", type=arguments.port, help="1-65535 (SMSC_EXPORTER_PORT, default 9110)")
+    trace.register(commands)
     developing = commands.add_parser(
         "dev",
         help="development: Redis and PostgreSQL (embedded ones if none answers), the schema, "

@@ -2,7 +2,8 @@
 
 The standard library's loggers (aiohttp, RQ, asyncio) go through the same renderer, so that every
 line of a process is one JSON object. The configured secret is replaced in every rendered line:
-the last resort should anything ever put it in an event.
+the last resort should anything ever put it in an event. Phone numbers are personal data: unless
+configured otherwise, a line shows only their last 4 characters (the tables keep them in full).
 """
 
 from __future__ import annotations
@@ -11,19 +12,33 @@ import logging
 import re
 import sys
 from collections.abc import Callable
-from typing import cast
+from typing import Final, cast
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
-from structlog.typing import EventDict, WrappedLogger
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 from smsc.constants import REDACTED
 
 Renderer = Callable[[WrappedLogger, str, EventDict], str]
 
 
-def configure(level: int = logging.INFO, secret: str = "") -> None:
-    """One event per line on stderr, with a UTC timestamp and the bound ids; `secret` never shows."""
+# Keys of our lines whose values are phones, or what stands in their place (an alphanumeric sender,
+# an e-mail address, a Telegram @name: smsc/protocol/fields.py PHONE_RULES).
+PHONE_KEYS: Final = frozenset({"phone", "to", "to_phone"})
+# Enough to tell two numbers apart in a log, not enough to call one.
+PHONE_SHOWN: Final = 4
+
+
+def mask_phone(value: str) -> str:
+    """`value` with all but its last 4 characters as `*`, its length kept (`*******7766`)."""
+    hidden = max(len(value) - PHONE_SHOWN, 0)
+    return "*" * hidden + value[hidden:]
+
+
+def configure(level: int = logging.INFO, secret: str = "", *, mask_phones: bool = True) -> None:
+    """One event per line on stderr, with a UTC timestamp and the bound ids; `secret` never shows,
+    and phones show only their last 4 characters unless `mask_phones` is False."""
     renderer: Renderer = (
         structlog.dev.ConsoleRenderer()
         if sys.stderr.isatty()
@@ -33,12 +48,14 @@ def configure(level: int = logging.INFO, secret: str = "") -> None:
     if secret:
         renderer = _Redacting(renderer, secret)
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    masking: list[Processor] = [_masked_phones] if mask_phones else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             stamp,
             structlog.processors.format_exc_info,
+            *masking,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -63,6 +80,35 @@ def configure(level: int = logging.INFO, secret: str = "") -> None:
     # aiohttp logs a request with a bad method at debug level, other malformed requests as errors:
     # each of them gets its one line here.
     logging.getLogger("aiohttp.server").setLevel(logging.DEBUG)
+
+
+# A phone quoted in a reason after its field's name: `implausible 'phone': '...'` (a refused request),
+# `to_phone stored '...', here '...'` (a conflict: both versions).
+_QUOTED_PHONE: Final = re.compile(r"\b(?:phone|to|to_phone)'?(?::| stored) '([^']*)'(?:, here '([^']*)')?")
+
+
+def _masked_phones(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Phones masked: the values of the phone keys, the same values wherever another field of the
+    line repeats them, and the phones a reason quotes."""
+    phones = {key: str(event_dict[key]) for key in PHONE_KEYS if event_dict.get(key) is not None}
+    repeated = {value: mask_phone(value) for value in phones.values() if len(value) > PHONE_SHOWN}
+    for key, value in event_dict.items():
+        if key in phones:
+            event_dict[key] = mask_phone(phones[key])
+        elif isinstance(value, str):
+            for phone, masked in repeated.items():
+                value = value.replace(phone, masked)
+            event_dict[key] = _QUOTED_PHONE.sub(_mask_quoted, value)
+    return event_dict
+
+
+def _mask_quoted(match: re.Match[str]) -> str:
+    text, start = match.group(0), match.start(0)
+    for group in (2, 1):  # from the end, so that the earlier offsets still hold
+        if match.group(group) is not None:
+            begin, end = match.start(group) - start, match.end(group) - start
+            text = text[:begin] + mask_phone(match.group(group)) + text[end:]
+    return text
 
 
 def _library_record(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -6,11 +6,19 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from smsc.constants import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
+
+
+class LogPhones(StrEnum):
+    """What log lines show of a phone (SMSC_LOG_PHONES): its last 4 characters, or all of it."""
+
+    MASKED = "masked"
+    FULL = "full"
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class Settings:
     job_timeout: int
     retry_intervals: tuple[int, ...]
     dead_letter_days: int
+    log_phones: LogPhones
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +64,11 @@ class Settings:
         # The gateway only takes these characters in the handler URL's secret.
         if secret and not re.fullmatch(r"[A-Za-z0-9_-]+", secret):
             raise ConfigError("SMSC_SECRET may hold only latin letters, digits, '-' and '_'")
+        phones = e.get("SMSC_LOG_PHONES", "") or LogPhones.MASKED.value
+        try:
+            log_phones = LogPhones(phones)
+        except ValueError:
+            raise ConfigError(f"SMSC_LOG_PHONES must be masked or full, not {phones!r}") from None
         return cls(
             secret=secret,
             hash_algorithm=algorithm,
@@ -70,6 +84,7 @@ class Settings:
             job_timeout=_positive_int(e, "SMSC_JOB_TIMEOUT", 30),
             retry_intervals=_intervals(e.get("SMSC_RETRY_INTERVALS", "15,30,60,120,240,480")),
             dead_letter_days=_positive_int(e, "SMSC_DEAD_LETTER_DAYS", 30),
+            log_phones=log_phones,
         )
 
     def require_secret(self) -> None:

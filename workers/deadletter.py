@@ -53,6 +53,13 @@ WHERE (%(include_replayed)s OR replayed_at IS NULL)
 """
 
 SELECT_DEAD_LETTERS = _COLUMNS + _MATCHING + "ORDER BY dead_letter_id"
+SELECT_OF_REQUEST = _COLUMNS + "WHERE request_id = %(rid)s"
+SELECT_OF_PHONE = (
+    _COLUMNS
+    + """WHERE phone = ANY(%(phones)s) AND (%(event_ref)s::text IS NULL OR event_ref = %(event_ref)s)
+ORDER BY failed_at DESC LIMIT %(limit)s
+"""
+)
 
 # The next chunk to replay, locked until its transaction ends. Rows a worker is re-dead-lettering
 # at this moment are skipped, not waited for: a replay never waits, so it never deadlocks.
@@ -149,6 +156,20 @@ def replay(settings: Settings, flt: Filter) -> Iterator[Replayed]:
             yield from _replay_jobs(settings, flt, redis)
     finally:
         redis.close()
+
+
+def of_request(cur: psycopg.Cursor[dict[str, Any]], rid: str) -> DeadLetter | None:
+    """The PostgreSQL dead letter of request `rid`, replayed or not."""
+    row = cur.execute(SELECT_OF_REQUEST, {"rid": rid}).fetchone()
+    return _row_letter(row) if row else None
+
+
+def of_phone(
+    cur: psycopg.Cursor[dict[str, Any]], phones: list[str], event_ref: str | None, limit: int
+) -> list[DeadLetter]:
+    """The newest PostgreSQL dead letters whose phone (as read) is one of `phones`, replayed or not."""
+    params = {"phones": phones, "event_ref": event_ref, "limit": limit}
+    return [_row_letter(row) for row in cur.execute(SELECT_OF_PHONE, params).fetchall()]
 
 
 def _replay_rows(settings: Settings, flt: Filter, redis: Redis) -> Iterator[Replayed]:

@@ -75,9 +75,14 @@ def process(requests: list[dict[str, Any]]) -> None:
             log.info(f"event_{outcome.result}", rid=outcome.pending.raw.rid, **ids)
     if time.monotonic() >= ctx.next_purge:
         ctx.next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-        purged = ctx.store.purge_dead_letters(ctx.settings.dead_letter_days)
-        if purged:
-            log.info("dead_letters_purged", count=purged, older_than_days=ctx.settings.dead_letter_days)
+        purged = ctx.store.purge(ctx.settings.dead_letter_days)
+        if purged.dead_letters or purged.duplicates:
+            log.info(
+                "dead_letters_purged",
+                count=purged.dead_letters,
+                duplicates=purged.duplicates,
+                older_than_days=ctx.settings.dead_letter_days,
+            )
 
 
 def _pending(item: Any, settings: Settings) -> Pending:

@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from smsc.exceptions import Conflict, PermanentError, TransientError
+from smsc.protocol.fields import Kind
 from smsc.protocol.normalize import (
     CallConfirmation,
     Event,
@@ -72,6 +73,43 @@ INSERT_CALL = _insert(
     "call_confirmations", CallConfirmation, "ON CONFLICT (phone, called_at) DO NOTHING RETURNING 1"
 )
 
+
+def _record_duplicate(table: str, kind: Kind, match: sql.Composable) -> sql.Composed:
+    """Note a request as a copy of the row of `table` matching `match`, unless that row is its own.
+
+    Run after the event's insert, in the same transaction: as a statement of its own it reads a
+    snapshot taken after that insert, so it sees the row whether this transaction stored it, or
+    another one whose commit the insert waited for. A request written again (a retried job, a
+    replay) keeps its one row.
+    """
+    return sql.SQL(
+        "INSERT INTO duplicate_requests (request_id, first_request_id, kind, job_id, received_at) "
+        "SELECT %(request_id)s, t.request_id, {kind}, %(job_id)s, %(received_at)s FROM {table} AS t "
+        "WHERE {match} AND t.request_id <> %(request_id)s ON CONFLICT (request_id) DO NOTHING"
+    ).format(kind=sql.Literal(kind.value), table=sql.Identifier(table), match=match)
+
+
+def _equal(*names: str, nullable: tuple[str, ...] = ()) -> sql.Composed:
+    """The stored row's key equals the event's: `=` where it can use the index, NULL-safe otherwise."""
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} IS NOT DISTINCT FROM {}" if name in nullable else "{} = {}").format(
+            sql.Identifier("t", name), sql.Placeholder(name)
+        )
+        for name in names
+    )
+
+
+RECORD_STATUS_DUPLICATE = _record_duplicate(
+    "status_events",
+    Kind.STATUS,
+    _equal("message_id", "phone", "status", "status_at", nullable=("status_at",)),
+)
+# Only an exact copy is a duplicate: one with other content is a conflict, dead-lettered instead.
+RECORD_INCOMING_DUPLICATE = _record_duplicate(
+    "incoming_messages", Kind.INCOMING, _equal("id", *INCOMING_CONTENT, nullable=INCOMING_CONTENT)
+)
+RECORD_CALL_DUPLICATE = _record_duplicate("call_confirmations", Kind.CALL, _equal("phone", "called_at"))
+
 # An older status arriving late never overwrites a newer one: the row only moves forward in
 # (status_at, status), and a status without any time sorts before every dated one.
 UPSERT_MESSAGE = """
@@ -98,6 +136,7 @@ SET job_id = EXCLUDED.job_id, error_class = EXCLUDED.error_class, reason = EXCLU
 """
 
 PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE failed_at < now() - make_interval(days => %(days)s)"
+PURGE_DUPLICATES = "DELETE FROM duplicate_requests WHERE stored_at < now() - make_interval(days => %(days)s)"
 
 # SQLSTATE classes a retry can get past: connection, resources, serialization, deadlock, timeout.
 _TRANSIENT_SQLSTATES = ("08", "53", "57", "40001", "40P01", "55P03")
@@ -126,6 +165,14 @@ class Outcome:
     pending: Pending
     result: str  # "stored" | "duplicate" | "dead_letter" | "conflict"
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Purged:
+    """How many rows one purge deleted."""
+
+    dead_letters: int
+    duplicates: int
 
 
 class Store:
@@ -157,11 +204,13 @@ class Store:
                 self._apart(aside, job_id)
             return outcomes
 
-    def purge_dead_letters(self, days: int) -> int:
-        """Delete dead letters older than `days`; return how many."""
-        with self._translated(), self._transaction() as conn, conn.cursor() as cur:
+    def purge(self, days: int) -> Purged:
+        """Delete dead letters and records of duplicates older than `days`; return how many."""
+        with self._translated(), self._transaction(pipelined=False) as conn, conn.cursor() as cur:
             cur.execute(PURGE_DEAD_LETTERS, {"days": days})
-        return cur.rowcount
+            dead_letters = cur.rowcount
+            cur.execute(PURGE_DUPLICATES, {"days": days})
+            return Purged(dead_letters=dead_letters, duplicates=cur.rowcount)
 
     def _together(self, items: Sequence[Pending], job_id: str) -> list[Outcome] | None:
         """The whole job in one pipelined transaction; None if PostgreSQL refused any of it."""
@@ -281,6 +330,16 @@ def _write(
             cur = conn.cursor()
             cur.executemany(query, [rows[i] for i in group], returning=True)
             inserted.append((group, cur))
+    # Every event is looked up, since in a pipeline its insert's outcome is not known yet; in request
+    # id order, so that two jobs carrying the same copies take the same locks in the same order.
+    for query, group in (
+        (RECORD_STATUS_DUPLICATE, statuses),
+        (RECORD_INCOMING_DUPLICATE, incoming),
+        (RECORD_CALL_DUPLICATE, calls),
+    ):
+        if group:
+            by_request = sorted(group, key=lambda i: items[i].raw.rid)
+            conn.cursor().executemany(query, [{**rows[i], "job_id": job_id} for i in by_request])
     if statuses:
         by_message = sorted(statuses, key=lambda i: (rows[i]["message_id"], rows[i]["phone"]))
         conn.cursor().executemany(UPSERT_MESSAGE, [rows[i] for i in by_message])

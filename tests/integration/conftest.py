@@ -24,7 +24,14 @@ from tests.payloads import SECRET
 from workers.db import create_database_if_missing, migrate
 from workers.runner import run
 
-TABLES = ("status_events", "messages", "incoming_messages", "call_confirmations", "dead_letters")
+TABLES = (
+    "status_events",
+    "messages",
+    "incoming_messages",
+    "call_confirmations",
+    "dead_letters",
+    "duplicate_requests",
+)
 
 
 def __getattr__(name: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm
-from smsc.settings import Settings
+from smsc.settings import LogPhones, Settings
 
 
 def test_defaults() -> None:
@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert s.database_url == "postgresql://postgres@127.0.0.1:5432/smsc"
     assert s.secret == ""
     assert s.allow_unsigned is False
+    assert s.log_phones is LogPhones.MASKED
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,9 @@ def test_defaults() -> None:
         ({"SMSC_SECRET": "abc-DEF_123"}, "secret", "abc-DEF_123"),
         ({"SMSC_ALLOW_UNSIGNED": "1"}, "allow_unsigned", True),
         ({"SMSC_ALLOW_UNSIGNED": "0"}, "allow_unsigned", False),
+        ({"SMSC_LOG_PHONES": "full"}, "log_phones", LogPhones.FULL),
+        ({"SMSC_LOG_PHONES": "masked"}, "log_phones", LogPhones.MASKED),
+        ({"SMSC_LOG_PHONES": ""}, "log_phones", LogPhones.MASKED),
     ],
     ids=lambda v: str(v) if not isinstance(v, dict) else next(iter(v)),
 )
@@ -74,10 +78,15 @@ def test_values_from_the_environment(env: dict[str, str], attribute: str, expect
         pytest.param({"SMSC_SECRET": "abc\n"}, id="secret-newline"),
         pytest.param({"SMSC_SECRET": "a.b"}, id="secret-dot"),
         pytest.param({"SMSC_SECRET": "a+b"}, id="secret-plus"),
+        pytest.param({"SMSC_LOG_PHONES": "FULL"}, id="log-phones-upper-case"),
+        pytest.param({"SMSC_LOG_PHONES": "1"}, id="log-phones-1"),
+        pytest.param({"SMSC_LOG_PHONES": "none"}, id="log-phones-none"),
+        pytest.param({"SMSC_LOG_PHONES": "full "}, id="log-phones-trailing-space"),
     ],
 )
 def test_bad_values_are_a_config_error(env: dict[str, str]) -> None:
-    """An unknown algorithm, charset or zone, a bad body limit, a secret outside [A-Za-z0-9_-] is refused."""
+    """An unknown algorithm, charset or zone, a bad body limit, a secret outside [A-Za-z0-9_-], a phone
+    logging other than masked or full is refused."""
     with pytest.raises(ConfigError):
         Settings.from_env(env)
 
