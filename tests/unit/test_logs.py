@@ -31,7 +31,10 @@ def test_mask_phone_keeps_the_last_four_characters(phone: str, shown: str) -> No
 
 @pytest.fixture
 def reconfigured() -> Iterator[None]:
-    """Logging configured by the test, back to its defaults afterwards."""
+    """Logging configured by the test, back to its defaults afterwards.
+
+    Requested before capsys, so that it is torn down after: configured while capsys's stream is
+    still sys.stderr, every later line would go to that closed stream."""
     yield
     structlog.reset_defaults()
     logs.configure()
@@ -83,8 +86,8 @@ def reconfigured() -> Iterator[None]:
 )
 @pytest.mark.parametrize("mask", [True, False], ids=["masked", "full"])
 def test_log_lines_mask_phones_unless_asked_for_in_full(
-    capsys: pytest.CaptureFixture[str],
     reconfigured: None,
+    capsys: pytest.CaptureFixture[str],
     fields: dict[str, object],
     masked: dict[str, object],
     full: dict[str, object],
