@@ -144,7 +144,7 @@ async def test_every_metric_of_the_rules_and_dashboard_is_scraped(
                 samples.setdefault(name, []).extend(labels)
         missing = [shown for shown, use in wanted.items() if not satisfied(use, samples)]
         time.sleep(0.5)
-    assert missing == [], "named by a rule or a panel, absent from every scrape"
+    assert missing == [], f"named by a rule or a panel, absent from every scrape: {missing}"
 
 
 @pytest.mark.parametrize(
