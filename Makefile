@@ -30,7 +30,10 @@ run: $(STAMP)
 	@SMSC_SECRET="$${SMSC_SECRET:-$(DEV_SECRET)}" exec $(BIN)/smsc-ingest dev --host $(HOST) --port $(PORT)
 
 # On TEST_REDIS_URL/TEST_DATABASE_URL, else the local servers, else embedded ones for the session.
+# promtool (Debian's prometheus package) runs the alert rules' unit tests: installed if missing, as root.
 test: $(STAMP)
+	@command -v promtool >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 	@$(BIN)/python -m tests.conftest; [ $$? -ne 1 ] || $(EMBEDDED)
 	$(BIN)/pytest
 
