@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert s.database_url == "postgresql://postgres@127.0.0.1:5432/smsc"
     assert s.secret == ""
     assert s.allow_unsigned is False
+    assert s.metrics is True
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,10 @@ def test_defaults() -> None:
         ({"SMSC_SECRET": "abc-DEF_123"}, "secret", "abc-DEF_123"),
         ({"SMSC_ALLOW_UNSIGNED": "1"}, "allow_unsigned", True),
         ({"SMSC_ALLOW_UNSIGNED": "0"}, "allow_unsigned", False),
+        ({"SMSC_METRICS": "off"}, "metrics", False),
+        ({"SMSC_METRICS": " OFF "}, "metrics", False),
+        ({"SMSC_METRICS": "on"}, "metrics", True),
+        ({"SMSC_METRICS": ""}, "metrics", True),
     ],
     ids=lambda v: str(v) if not isinstance(v, dict) else next(iter(v)),
 )
@@ -74,6 +79,8 @@ def test_values_from_the_environment(env: dict[str, str], attribute: str, expect
         pytest.param({"SMSC_SECRET": "abc\n"}, id="secret-newline"),
         pytest.param({"SMSC_SECRET": "a.b"}, id="secret-dot"),
         pytest.param({"SMSC_SECRET": "a+b"}, id="secret-plus"),
+        pytest.param({"SMSC_METRICS": "0"}, id="metrics-0"),
+        pytest.param({"SMSC_METRICS": "no"}, id="metrics-no"),
     ],
 )
 def test_bad_values_are_a_config_error(env: dict[str, str]) -> None:
