@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
@@ -32,6 +34,7 @@ from bench.wrk import WrkResult, run_wrk
 
 # A payload set apart from the other sections' event numbers.
 FIRST_EVENT = 10_000_000
+METRICS_OFF = "SMSC_METRICS=off smsc-ingest"
 
 
 @dataclass(frozen=True)
@@ -59,20 +62,21 @@ def serve_workers_supported() -> bool:
 
 
 def servers(port: int, workers: bool) -> list[Server]:
+    """The product (each right before itself without metrics, SMSC_METRICS=off), then the references."""
     serve = [SMSC_INGEST, "serve", "--host", HOST, "--port", str(port)]
-    found = [Server("serve", "smsc-ingest serve", "serve", serve, product_env(), True)]
+    off = product_env(SMSC_METRICS="off")
+    found = [
+        Server("serve", "smsc-ingest serve", "serve", serve, product_env(), True),
+        Server("serve_nometrics", f"{METRICS_OFF} serve", "without metrics", serve, off, True),
+    ]
     if workers:
-        found.append(
+        w2 = [*serve, "--workers", "2"]
+        found += [
+            Server("serve_w2", "smsc-ingest serve --workers 2", "serve -w2", w2, product_env(), True, 2),
             Server(
-                "serve_w2",
-                "smsc-ingest serve --workers 2",
-                "serve -w2",
-                [*serve, "--workers", "2"],
-                product_env(),
-                True,
-                processes=2,
-            )
-        )
+                "serve_w2_nometrics", f"{METRICS_OFF} serve --workers 2", "without metrics", w2, off, True, 2
+            ),
+        ]
     for name, text in DESCRIPTIONS.items():
         argv = [sys.executable, "-m", "bench.refs", name, "--port", str(port)]
         found.append(Server(name, f"{name} {text}", name, argv, product_env(), False))
@@ -102,7 +106,11 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
         print(f"  {server.label} ...", flush=True)
         _measure(server, port, payloads, procs, section, results)
     for num in ("serve", "serve_w2") if workers else ("serve",):
-        section.ratios += [Ratio(num, ref, "rps") for ref in DESCRIPTIONS]
+        # The cost of the metrics: the issue allows 5% of the throughput (a ratio of 0.95 or more).
+        section.ratios += [
+            Ratio(num, f"{num}_nometrics", "rps"),
+            *(Ratio(num, ref, "rps") for ref in DESCRIPTIONS),
+        ]
 
 
 def _measure(
@@ -120,17 +128,39 @@ def _measure(
                 wait_until(lambda: listening_sockets(port) >= server.processes, 15, "every process to listen")
             except BenchError:
                 section.notes.append(f"{server.label}: only {listening_sockets(port)} socket(s) listening")
+        answered = 0
         for _ in range(RUNS):
             client.flushdb()
             result = run_wrk(port, payloads, WRK_WINDOW_MS, WRK_CONNECTIONS)
             section.add(server.key, server.label, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms)
             _check(server, result, client, section, results)
+            answered += result.ok
+        if server.product and server.env.get("SMSC_METRICS") != "off":
+            _check_metrics(server, port, answered, results)
     finally:
         procs.stop(proc)
         client.flushdb()
     if server.product and (found := logscan.complaints(log_name)):
         log_path = LOG_DIR / f"{log_name}.log"
         results.problem(f"{server.label} logged warnings/errors: {logscan.summary(found)} (see {log_path})")
+
+
+def _check_metrics(server: Server, port: int, answered: int, results: Results) -> None:
+    """The scrape after the runs counts every 200 wrk got, over all processes."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    counted = sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "smsc_ingress_requests_total" and s.labels.get("code") == "200"
+    )
+    if counted != answered:
+        results.problem(f"{server.label}: /metrics counts {counted:.0f} answers 200, wrk got {answered}")
 
 
 def _check(server: Server, result: WrkResult, client: Redis, section: Section, results: Results) -> None:

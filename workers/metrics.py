@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from smsc.exceptions import ConfigError
 from smsc.metrics import JOB_REQUESTS_BUCKETS, build_info
 
 # An event's kind when its request could not be read at all.
@@ -45,6 +46,12 @@ LAG = Histogram(
 
 
 def serve(host: str, port: int) -> None:
-    """Answer scrapes of this process's metrics on host:port, from a thread of its own."""
+    """Answer scrapes of this process's metrics on host:port, from a thread of its own.
+
+    A port already taken (by another worker given the same one) is a configuration error.
+    """
+    try:
+        start_http_server(port, addr=host)
+    except OSError as e:
+        raise ConfigError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}") from e
     build_info("worker")
-    start_http_server(port, addr=host)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import subprocess
 import time
 import tomllib
@@ -335,3 +336,19 @@ def test_a_bad_metrics_port_is_refused(args: list[str], env: dict[str, str]) -> 
     )
     assert proc.returncode == 2
     assert b"port" in proc.stderr
+
+
+def test_a_metrics_port_in_use_is_a_configuration_error() -> None:
+    """A worker given a metrics port another process holds says so and exits with code 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [COMMAND, "worker", "--burst", "--metrics-port", str(port)],
+            env=environment(),
+            capture_output=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}".encode() in proc.stderr
