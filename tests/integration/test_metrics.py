@@ -15,16 +15,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
+from ingress.app import create_app
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
 from tests.integration.procs import COMMAND, Ingress, environment, start_worker
 from tests.integration.servers import free_port, wait_until
+from tests.integration.test_ingress import status_line
 from tests.payloads import SAMPLES, build
 
 VERSION = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["version"]
@@ -352,3 +355,18 @@ def test_a_metrics_port_in_use_is_a_configuration_error() -> None:
         )
     assert proc.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}".encode() in proc.stderr
+
+
+async def test_a_slow_body_counts_as_slow_body(redis_db: Any, db: Any) -> None:
+    """A body that does not arrive within SMSC_READ_TIMEOUT is counted as a 408 of reason slow_body."""
+    app = create_app(Settings.from_env(service_env(SMSC_READ_TIMEOUT="1")))
+    async with TestClient(TestServer(app)) as client:
+        answer = await status_line(
+            client, b"POST /smsc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nid=1&phone="
+        )
+        assert answer.startswith(b"HTTP/1.1 408")
+        samples = parse((await (await client.get("/metrics")).read()).decode())
+    assert by_label(samples, "smsc_ingress_requests_total", "code", "kind", "reason") == {
+        ("408", "unknown", "slow_body"): 1
+    }
+    assert value(samples, "smsc_ingress_request_duration_seconds_count") == 1
