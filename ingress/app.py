@@ -102,11 +102,8 @@ async def receive(request: web.Request) -> web.Response:
     except Exception:  # noqa: BLE001 - the outermost catch; logged with its traceback
         # A bug of ours: the gateway retries anything but 200/404, so ask it to come back later.
         bound.exception("request_failed", code=503)
-        response, kind, reason = (
-            web.Response(status=503, text="temporarily unavailable\n"),
-            UNKNOWN_KIND,
-            "internal",
-        )
+        response = web.Response(status=503, text="temporarily unavailable\n")
+        kind, reason = UNKNOWN_KIND, "internal"
     metrics = request.app[METRICS]
     if metrics is not None:
         metrics.answered(response.status, kind, reason)
