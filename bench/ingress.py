@@ -27,7 +27,7 @@ from bench.config import (
     product_env,
 )
 from bench.payloads import MIX, write_wrk_file
-from bench.procs import BenchError, Processes, free_port, listening_sockets, wait_until
+from bench.procs import BenchError, Processes, free_port, group_cpu_seconds, listening_sockets, wait_until
 from bench.refs import DESCRIPTIONS
 from bench.report import Column, Ratio, Results, Section
 from bench.wrk import WrkResult, run_wrk
@@ -94,6 +94,7 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
             Column("p50_ms", "p50 ms", 2),
             Column("p99_ms", "p99 ms", 2),
             Column("requests_per_job", "requests/job", 1),
+            Column("cpu_us", "CPU µs/req", 1),
         ],
     )
     results.sections.append(section)
@@ -110,6 +111,8 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
         section.ratios += [
             Ratio(num, f"{num}_nometrics", "rps"),
             *(Ratio(num, ref, "rps") for ref in DESCRIPTIONS),
+            # Less moved by the rest of the machine's load than req/s: what a request costs the server.
+            Ratio(num, f"{num}_nometrics", "cpu_us"),
         ]
 
 
@@ -131,8 +134,17 @@ def _measure(
         answered = 0
         for _ in range(RUNS):
             client.flushdb()
+            cpu = group_cpu_seconds(proc.pid)
             result = run_wrk(port, payloads, WRK_WINDOW_MS, WRK_CONNECTIONS)
-            section.add(server.key, server.label, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms)
+            cpu = group_cpu_seconds(proc.pid) - cpu
+            section.add(
+                server.key,
+                server.label,
+                rps=result.rps,
+                p50_ms=result.p50_ms,
+                p99_ms=result.p99_ms,
+                cpu_us=cpu / max(result.requests, 1) * 1e6,
+            )
             _check(server, result, client, section, results)
             answered += result.ok
         if server.product and server.env.get("SMSC_METRICS") != "off":
