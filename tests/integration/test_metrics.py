@@ -73,6 +73,19 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[name, tuple(sorted(labels.items()))]
 
 
+def each_process(directory: Path, kind: str, sample: str) -> list[float]:
+    """The total of `sample` in each process's own file of `kind` (counter, gauge_max, ...)."""
+    return [
+        sum(
+            s.value
+            for family in MultiProcessCollector.merge([str(f)])  # type: ignore[no-untyped-call]
+            for s in family.samples
+            if s.name == sample
+        )
+        for f in sorted(directory.glob(f"{kind}_*.db"))
+    ]
+
+
 # Requests sent to the ingress, each on a connection of its own (with --workers 2 the kernel spreads
 # connections, not requests, over the processes), and the answers expected for them.
 def traffic() -> list[tuple[str, str, dict[str, str], bytes, int]]:
@@ -138,6 +151,8 @@ async def test_ingress_counts_every_answer(processes: int, tmp_path: Path, redis
     server = Ingress(processes, SMSC_MAX_BODY="2000", TMPDIR=str(tmp_path))
     sent = traffic()
     assert await send(server.base, sent) == [code for *_, code in sent]
+    # Set by each process's first poll of Redis, in the background.
+    wait_until(lambda: value(scrape(f"{server.base}/metrics"), "smsc_ingress_redis_up") == 1, 20, "a poll")
 
     samples = scrape(f"{server.base}/metrics")
     assert by_label(samples, "smsc_ingress_requests_total", "code", "kind", "reason") == {
@@ -165,16 +180,7 @@ async def test_ingress_counts_every_answer(processes: int, tmp_path: Path, redis
     else:
         (directory,) = made
         # Each process's own file: both answered some of the requests, and the scrape is their sum.
-        per_process = [
-            sum(
-                s.value
-                for family in MultiProcessCollector.merge([str(f)])  # type: ignore[no-untyped-call]
-                if family.name == "smsc_ingress_requests"
-                for s in family.samples
-                if s.name == "smsc_ingress_requests_total"
-            )
-            for f in sorted(directory.glob("counter_*.db"))
-        ]
+        per_process = each_process(directory, "counter", "smsc_ingress_requests_total")
         assert len(per_process) == 2
         assert all(n > 0 for n in per_process)
         assert sum(per_process) == sum(EXPECTED.values())
@@ -188,13 +194,19 @@ async def post(base: str, kind: str, **params: str) -> int:
     return (await send(base, [("POST", f"/smsc?{r.query}", headers, r.body, 0)]))[0]
 
 
-async def test_backpressure_and_redis_up_are_one_series_across_processes(redis_db: Any, db: Any) -> None:
+async def test_backpressure_and_redis_up_are_one_series_across_processes(
+    tmp_path: Path, redis_db: Any, db: Any
+) -> None:
     """With the queue at SMSC_MAX_QUEUE, both processes of `serve --workers 2` answer 503 and the
     scrape shows back-pressure on and Redis up once, not once per process."""
-    server = Ingress(2, SMSC_MAX_QUEUE="1")
+    server = Ingress(2, SMSC_MAX_QUEUE="1", TMPDIR=str(tmp_path))
     assert await post(server.base, "status") == 200
+    (directory,) = tmp_path.glob("smsc-ingress-metrics-*")
+    # Each process reads the queue's length on its own: both must have seen it full.
     wait_until(
-        lambda: value(scrape(f"{server.base}/metrics"), "smsc_ingress_backpressure") == 1, 20, "back-pressure"
+        lambda: each_process(directory, "gauge_max", "smsc_ingress_backpressure") == [1, 1],
+        20,
+        "back-pressure",
     )
     assert [await post(server.base, "status", id=str(n)) for n in range(4)] == [503] * 4
     samples = scrape(f"{server.base}/metrics")
@@ -261,7 +273,8 @@ def test_worker_counts_events_jobs_and_lag(settings: Settings, redis_db: Any, db
     )
     queue_job(settings, redis_db, event("incoming", mes="another text"), event("call"), received_at=received)
     total = "smsc_worker_events_total"
-    wait_until(lambda: sum(by_label(scrape(url), total, "kind", "outcome").values()) == 7, 60, "both jobs")
+    # A job's duration is observed last, once everything else of it is counted.
+    wait_until(lambda: value(scrape(url), "smsc_worker_job_duration_seconds_count") == 2, 60, "both jobs")
 
     samples = scrape(url)
     assert by_label(samples, total, "kind", "outcome") == {
