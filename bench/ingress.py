@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from rq import Queue
 
@@ -25,13 +27,14 @@ from bench.config import (
     product_env,
 )
 from bench.payloads import MIX, write_wrk_file
-from bench.procs import BenchError, Processes, free_port, listening_sockets, wait_until
+from bench.procs import BenchError, Processes, free_port, group_cpu_seconds, listening_sockets, wait_until
 from bench.refs import DESCRIPTIONS
 from bench.report import Column, Ratio, Results, Section
 from bench.wrk import WrkResult, run_wrk
 
 # A payload set apart from the other sections' event numbers.
 FIRST_EVENT = 10_000_000
+METRICS_OFF = "SMSC_METRICS=off smsc-ingest"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Server:
     argv: list[str]
     env: dict[str, str]
     product: bool
+    port: int
     processes: int = 1
 
 
@@ -58,29 +62,64 @@ def serve_workers_supported() -> bool:
     return "--workers" in done.stdout
 
 
-def servers(port: int, workers: bool) -> list[Server]:
-    serve = [SMSC_INGEST, "serve", "--host", HOST, "--port", str(port)]
-    found = [Server("serve", "smsc-ingest serve", "serve", serve, product_env(), True)]
-    if workers:
-        found.append(
+def servers(ports: tuple[int, int], workers: bool) -> list[list[Server]]:
+    """Groups of servers measured together, their runs taking turns: the product with and without
+    metrics (SMSC_METRICS=off), so that both meet the same load from the rest of the machine; then
+    each reference alone."""
+    on, off = product_env(), product_env(SMSC_METRICS="off")
+
+    def serve(port: int, *more: str) -> list[str]:
+        return [SMSC_INGEST, "serve", "--host", HOST, "--port", str(port), *more]
+
+    found = [
+        [
+            Server("serve", "smsc-ingest serve", "serve", serve(ports[0]), on, True, ports[0]),
             Server(
-                "serve_w2",
-                "smsc-ingest serve --workers 2",
-                "serve -w2",
-                [*serve, "--workers", "2"],
-                product_env(),
+                "serve_nometrics",
+                f"{METRICS_OFF} serve",
+                "without metrics",
+                serve(ports[1]),
+                off,
                 True,
-                processes=2,
-            )
+                ports[1],
+            ),
+        ]
+    ]
+    if workers:
+        w2 = ("--workers", "2")
+        found.append(
+            [
+                Server(
+                    "serve_w2",
+                    "smsc-ingest serve --workers 2",
+                    "serve -w2",
+                    serve(ports[0], *w2),
+                    on,
+                    True,
+                    ports[0],
+                    2,
+                ),
+                Server(
+                    "serve_w2_nometrics",
+                    f"{METRICS_OFF} serve --workers 2",
+                    "without metrics",
+                    serve(ports[1], *w2),
+                    off,
+                    True,
+                    ports[1],
+                    2,
+                ),
+            ]
         )
     for name, text in DESCRIPTIONS.items():
-        argv = [sys.executable, "-m", "bench.refs", name, "--port", str(port)]
-        found.append(Server(name, f"{name} {text}", name, argv, product_env(), False))
+        argv = [sys.executable, "-m", "bench.refs", name, "--port", str(ports[0])]
+        found.append([Server(name, f"{name} {text}", name, argv, on, False, ports[0])])
     return found
 
 
 def run(procs: Processes, results: Results, workdir: Path) -> None:
-    """Each server in turn, RUNS wrk runs each, Redis flushed before every run and checked after it."""
+    """Each group of servers in turn, RUNS wrk runs each, Redis flushed before every run and checked
+    after it."""
     workers = serve_workers_supported()
     section = Section(
         "ingress",
@@ -90,6 +129,7 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
             Column("p50_ms", "p50 ms", 2),
             Column("p99_ms", "p99 ms", 2),
             Column("requests_per_job", "requests/job", 1),
+            Column("cpu_us", "CPU µs/req", 1),
         ],
     )
     results.sections.append(section)
@@ -97,40 +137,92 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
     if not workers:
         section.notes.append("`smsc-ingest serve --workers` not available in this version: 1 process only")
     payloads = write_wrk_file(workdir / "ingress.tsv", FIRST_EVENT, INGRESS_PAYLOADS)
-    port = free_port()
-    for server in servers(port, workers):
-        print(f"  {server.label} ...", flush=True)
-        _measure(server, port, payloads, procs, section, results)
+    ports = (free_port(), free_port())
+    while ports[1] == ports[0]:
+        ports = (ports[0], free_port())
+    for group in servers(ports, workers):
+        print(f"  {' / '.join(server.label for server in group)} ...", flush=True)
+        _measure(group, payloads, procs, section, results)
     for num in ("serve", "serve_w2") if workers else ("serve",):
-        section.ratios += [Ratio(num, ref, "rps") for ref in DESCRIPTIONS]
+        # The cost of the metrics: the issue allows 5% of the throughput (a ratio of 0.95 or more).
+        section.ratios += [
+            Ratio(num, f"{num}_nometrics", "rps"),
+            *(Ratio(num, ref, "rps") for ref in DESCRIPTIONS),
+            # Less moved by the rest of the machine's load than req/s: what a request costs the server.
+            Ratio(num, f"{num}_nometrics", "cpu_us"),
+        ]
 
 
 def _measure(
-    server: Server, port: int, payloads: Path, procs: Processes, section: Section, results: Results
+    group: list[Server], payloads: Path, procs: Processes, section: Section, results: Results
 ) -> None:
-    """Start `server`, run wrk RUNS times with Redis flushed before each run and checked after it."""
+    """Start the servers of `group`, then RUNS rounds of one wrk run on each in turn, Redis flushed
+    before every run (only the server measured writes) and checked after it."""
     client = stores.redis()
-    log_name = f"ingress-{server.key}"
-    section.row(server.key, server.label, server.short)
-    proc = procs.serve(server.argv, server.env, port, log_name)
+    started = []
     try:
-        if server.processes > 1:
-            # wrk opens its connections once: every process must listen before it starts.
-            try:
-                wait_until(lambda: listening_sockets(port) >= server.processes, 15, "every process to listen")
-            except BenchError:
-                section.notes.append(f"{server.label}: only {listening_sockets(port)} socket(s) listening")
+        for server in group:
+            section.row(server.key, server.label, server.short)
+            started.append(procs.serve(server.argv, server.env, server.port, f"ingress-{server.key}"))
+            if server.processes > 1:
+                _wait_listening(server, section)
+        answered = dict.fromkeys((server.key for server in group), 0)
         for _ in range(RUNS):
-            client.flushdb()
-            result = run_wrk(port, payloads, WRK_WINDOW_MS, WRK_CONNECTIONS)
-            section.add(server.key, server.label, rps=result.rps, p50_ms=result.p50_ms, p99_ms=result.p99_ms)
-            _check(server, result, client, section, results)
+            for server, proc in zip(group, started, strict=True):
+                client.flushdb()
+                cpu = group_cpu_seconds(proc.pid)
+                result = run_wrk(server.port, payloads, WRK_WINDOW_MS, WRK_CONNECTIONS)
+                cpu = group_cpu_seconds(proc.pid) - cpu
+                section.add(
+                    server.key,
+                    server.label,
+                    rps=result.rps,
+                    p50_ms=result.p50_ms,
+                    p99_ms=result.p99_ms,
+                    cpu_us=cpu / max(result.requests, 1) * 1e6,
+                )
+                _check(server, result, client, section, results)
+                answered[server.key] += result.ok
+        for server in group:
+            if server.product and server.env.get("SMSC_METRICS") != "off":
+                _check_metrics(server, answered[server.key], results)
     finally:
-        procs.stop(proc)
+        for proc in started:
+            procs.stop(proc)
         client.flushdb()
-    if server.product and (found := logscan.complaints(log_name)):
-        log_path = LOG_DIR / f"{log_name}.log"
-        results.problem(f"{server.label} logged warnings/errors: {logscan.summary(found)} (see {log_path})")
+    for server in group:
+        log_name = f"ingress-{server.key}"
+        if server.product and (found := logscan.complaints(log_name)):
+            log_path = LOG_DIR / f"{log_name}.log"
+            results.problem(
+                f"{server.label} logged warnings/errors: {logscan.summary(found)} (see {log_path})"
+            )
+
+
+def _wait_listening(server: Server, section: Section) -> None:
+    """wrk opens its connections once: every process must listen before it starts."""
+    try:
+        wait_until(lambda: listening_sockets(server.port) >= server.processes, 15, "every process to listen")
+    except BenchError:
+        section.notes.append(f"{server.label}: only {listening_sockets(server.port)} socket(s) listening")
+
+
+def _check_metrics(server: Server, answered: int, results: Results) -> None:
+    """The scrape after the runs counts every 200 wrk got, over all processes."""
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    counted = sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "smsc_ingress_requests_total" and s.labels.get("code") == "200"
+    )
+    if counted != answered:
+        results.problem(f"{server.label}: /metrics counts {counted:.0f} answers 200, wrk got {answered}")
 
 
 def _check(server: Server, result: WrkResult, client: Redis, section: Section, results: Results) -> None:

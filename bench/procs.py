@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 
 from bench.config import HOST, LOG_DIR, ROOT
@@ -48,6 +49,18 @@ def http_ok(port: int, path: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by the live processes of process group `pgid`, from /proc."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that has just exited
+            # After "pid (command)": state, ppid, pgrp, ...; utime and stime are stat's 14th and 15th.
+            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def listening_sockets(port: int) -> int:

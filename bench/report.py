@@ -187,18 +187,17 @@ def _table(s: Section, previous: dict[str, Any] | None) -> list[str]:
 
 
 def _ratios(s: Section) -> list[str]:
-    """One line per numerator: its median over each reference's median."""
+    """One line per numerator and column: its median over each reference's median."""
     rows = {r.key: r for r in s.rows}
     lines = []
-    for numerator in dict.fromkeys(q.numerator for q in s.ratios):
+    for numerator, column in dict.fromkeys((q.numerator, q.column) for q in s.ratios):
         if numerator not in rows:
             continue
         parts = []
-        for q in (q for q in s.ratios if q.numerator == numerator):
+        for q in (q for q in s.ratios if (q.numerator, q.column) == (numerator, column)):
             value = _ratio(s, q)
             name = rows[q.denominator].short if q.denominator in rows else q.denominator
             parts.append(f"{name} {'-' if value is None else f'{value:.2f}x'}")
-        column = s.ratios[0].column
         header = next((c.header for c in s.columns if c.key == column), column)
         lines.append(f"  {rows[numerator].label} / reference ({header}): " + " · ".join(parts))
     return lines

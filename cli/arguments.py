@@ -32,6 +32,11 @@ def port(text: str) -> int:
     return int(text)
 
 
+def port_or_off(text: str) -> int:
+    """A TCP port, or 0 for none."""
+    return 0 if text == "0" else port(text)
+
+
 def processes(text: str) -> int:
     """A number of processes, at least 1."""
     if not re.fullmatch(r"[0-9]{1,4}", text) or int(text) < 1:

@@ -54,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "worker":
             from workers.runner import run
 
-            run(settings, burst=args.burst)
+            run(settings, burst=args.burst, metrics_at=_metrics_at(settings, args.metrics_port))
         elif args.command == "simulate":
             return simulate.run(settings, args)
         elif args.command == "stats":
@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     working = commands.add_parser("worker", help="run one RQ worker that stores events in PostgreSQL")
     working.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    working.add_argument(
+        "--metrics-port",
+        type=arguments.port_or_off,
+        help="serve this process's metrics on this port, on SMSC_METRICS_HOST (default 127.0.0.1); "
+        "one port per worker process (SMSC_METRICS_PORT; default 0: none)",
+    )
     commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
     simulate.register(commands)
     stats.register(commands)
@@ -148,6 +154,14 @@ def _parser() -> argparse.ArgumentParser:
         "id", type=arguments.dead_letter_id, help="its number (PostgreSQL) or RQ job id (Redis)"
     )
     return parser
+
+
+def _metrics_at(settings: Settings, given: int | None) -> tuple[str, int] | None:
+    """Where a worker serves its metrics: nowhere unless a port is given and SMSC_METRICS is not off."""
+    port = arguments.from_env(given, "SMSC_METRICS_PORT", "0", arguments.port_or_off)
+    if port == 0 or not settings.metrics:
+        return None
+    return arguments.from_env(None, "SMSC_METRICS_HOST", "127.0.0.1", str), port
 
 
 def _migrate(settings: Settings) -> None:

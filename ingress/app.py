@@ -1,4 +1,4 @@
-"""The aiohttp application: POST /smsc, GET /healthz, GET /readyz."""
+"""The aiohttp application: POST /smsc, GET /healthz, GET /readyz, GET /metrics."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_urldispatcher import MatchInfoError
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from ingress.backpressure import QueueWatch
 from ingress.enqueue import Enqueuer
+from ingress.metrics import UNKNOWN_KIND, IngressMetrics
 from ingress.wire import HANDLER_PATH, compression, content_type_text, query_text, target_path
 from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
 from smsc.exceptions import BadRequest, InvalidSignature
@@ -33,10 +35,18 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 WATCH = web.AppKey("watch", QueueWatch)
+# None when SMSC_METRICS=off.
+METRICS = web.AppKey[IngressMetrics | None]("metrics")
+
+# What `_receive` answers: the response, the event's kind and the reason class of the answer.
+Answer = tuple[web.Response, str, str]
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The ingress for `settings`; refuses to build without a secret unless unsigned is allowed."""
+def create_app(settings: Settings, metrics_dir: str | None = None) -> web.Application:
+    """The ingress for `settings`; refuses to build without a secret unless unsigned is allowed.
+
+    `metrics_dir` is the directory the processes of `serve --workers N` share their metrics in.
+    """
     settings.require_secret()
     app = web.Application(
         client_max_size=settings.max_body,
@@ -54,12 +64,14 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     app[SETTINGS] = settings
+    app[METRICS] = IngressMetrics(metrics_dir) if settings.metrics else None
     app.cleanup_ctx.append(_redis_client)
     # Never 404 on the handler: a 404 stops the gateway's retries for good.
     for path in (HANDLER_PATH, f"{HANDLER_PATH}/"):
         app.router.add_post(path, receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", scrape)
     return app
 
 
@@ -71,8 +83,8 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
     )
     app[REDIS] = client
-    app[ENQUEUER] = Enqueuer(client, settings)
-    app[WATCH] = watch = QueueWatch(client, queue_key(settings), settings.max_queue)
+    app[ENQUEUER] = Enqueuer(client, settings, app[METRICS])
+    app[WATCH] = watch = QueueWatch(client, queue_key(settings), settings.max_queue, app[METRICS])
     task = asyncio.create_task(watch.run())
     yield
     watch.stop()
@@ -82,66 +94,83 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 
 async def receive(request: web.Request) -> web.Response:
     """Verify one callback, store it raw as an RQ job, and answer 200 only once Redis has it."""
+    started = time.perf_counter()
     rid = uuid.uuid4().hex
     bound = log.bind(rid=rid, peer=request.remote)
     try:
-        return await _receive(request, rid, bound)
+        response, kind, reason = await _receive(request, rid, bound)
     except Exception:  # noqa: BLE001 - the outermost catch; logged with its traceback
         # A bug of ours: the gateway retries anything but 200/404, so ask it to come back later.
         bound.exception("request_failed", code=503)
-        return web.Response(status=503, text="temporarily unavailable\n")
+        response = web.Response(status=503, text="temporarily unavailable\n")
+        kind, reason = UNKNOWN_KIND, "internal"
+    metrics = request.app[METRICS]
+    if metrics is not None:
+        metrics.answered(response.status, kind, reason)
+        metrics.duration.observe(time.perf_counter() - started)
+    return response
 
 
-async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> web.Response:
+async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> Answer:
     settings = request.app[SETTINGS]
     received_at = time.time()
     if request.app[WATCH].full:
         bound.warning("request_not_stored", code=503, reason="queue full", length=request.app[WATCH].length)
-        return web.Response(status=503, text="temporarily unavailable: queue full\n")
+        return (
+            web.Response(status=503, text="temporarily unavailable: queue full\n"),
+            UNKNOWN_KIND,
+            "queue_full",
+        )
     encoding = compression(request)
     if encoding is not None:
         bound.warning("request_rejected", code=415, reason=f"Content-Encoding {encoding[:40]!r}")
-        return _unread(web.Response(status=415, text="compressed bodies are not accepted\n"))
+        return (
+            _unread(web.Response(status=415, text="compressed bodies are not accepted\n")),
+            UNKNOWN_KIND,
+            "compressed",
+        )
     too_large = f"body over {settings.max_body} bytes"
     if (request.content_length or 0) > settings.max_body:
         bound.warning("request_rejected", code=413, reason=too_large)
-        return _unread(web.Response(status=413, text=f"{too_large}\n"))
+        return _unread(web.Response(status=413, text=f"{too_large}\n")), UNKNOWN_KIND, "too_large"
     try:
         body = await _read_body(request, settings.read_timeout)
     except web.HTTPRequestEntityTooLarge:
         bound.warning("request_rejected", code=413, reason=too_large)
-        return web.Response(status=413, text=f"{too_large}\n")
+        return web.Response(status=413, text=f"{too_large}\n"), UNKNOWN_KIND, "too_large"
     except TimeoutError:
         bound.warning("request_rejected", code=408, reason=f"body not received in {settings.read_timeout} s")
-        return web.Response(status=408, text="body too slow\n")
+        return web.Response(status=408, text="body too slow\n"), UNKNOWN_KIND, "slow_body"
     except (RequestPayloadError, ConnectionError) as e:
         # Broken chunked framing, a body shorter than announced, a client gone: aiohttp's own
         # error text may quote the body, so only its class is kept.
         bound.warning("request_rejected", code=400, reason=f"body broken: {type(e.__cause__ or e).__name__}")
-        return web.Response(status=400, text="bad request: body broken\n")
+        return web.Response(status=400, text="bad request: body broken\n"), UNKNOWN_KIND, "body_broken"
     # Decoded and verified from exactly the text that is stored (see ingress/wire.py).
     query = query_text(request)
     content_type = content_type_text(request)
+    kind = UNKNOWN_KIND
     try:
         decoded = decode(body, query, content_type, settings.default_charset)
-        bound = bound.bind(kind=decoded.kind.value, fmt=decoded.fmt.value, **log_ids(decoded.params))
+        kind = decoded.kind.value
+        bound = bound.bind(kind=kind, fmt=decoded.fmt.value, **log_ids(decoded.params))
         if settings.secret:
             verify(decoded, settings.hash_algorithm, settings.secret)
         body, query = _without_secret(body, query, content_type, decoded, settings)
     except BadRequest as e:
         bound.warning("request_rejected", code=400, reason=e.reason)
-        return web.Response(status=400, text=f"bad request: {e.reason}\n")
+        return web.Response(status=400, text=f"bad request: {e.reason}\n"), kind, "bad_request"
     except InvalidSignature as e:
         bound.warning("request_rejected", code=403, reason=e.reason)
-        return web.Response(status=403, text="forbidden: invalid signature\n")
+        return web.Response(status=403, text="forbidden: invalid signature\n"), kind, "signature"
     raw = RawRequest(rid=rid, received_at=received_at, query=query, content_type=content_type, body=body)
     try:
         job_id = await request.app[ENQUEUER].submit(raw)
     except (RedisError, OSError) as e:
         bound.error("request_not_stored", code=503, reason=f"redis: {type(e).__name__}: {e}")
-        return web.Response(status=503, text="temporarily unavailable\n")
+        return web.Response(status=503, text="temporarily unavailable\n"), kind, "redis"
     bound.info("request_stored", code=200, job=job_id)
-    return web.Response(text="OK\n")
+    return web.Response(text="OK\n"), kind, "ok"
 
 
 def _unread(refused: web.Response) -> web.Response:
@@ -198,12 +227,17 @@ async def elsewhere(request: web.Request) -> web.StreamResponse:
     path = target_path(request)
     route = ROUTES.get(path)
     bound = log.bind(peer=request.remote, method=request.method[:20], path=path[:200])
+    metrics = request.app[METRICS]
     if route is None:
         bound.warning("request_rejected", code=400, reason="unknown path")
+        if metrics is not None:
+            metrics.answered(400, UNKNOWN_KIND, "unknown_path")
         return web.Response(status=400, text="bad request: unknown path\n")
     methods, handler = route
     if request.method not in methods:
         bound.warning("request_rejected", code=405, reason="method not allowed")
+        if metrics is not None:
+            metrics.answered(405, UNKNOWN_KIND, "method")
         return web.Response(status=405, headers={"Allow": ", ".join(methods)}, text="method not allowed\n")
     return await handler(request)
 
@@ -223,9 +257,19 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
+async def scrape(request: web.Request) -> web.Response:
+    """Prometheus's scrape: every process's values with `serve --workers N`."""
+    recorded = request.app[METRICS]
+    if recorded is None:
+        # A comment is a valid exposition: the scrape succeeds and shows that nothing is measured.
+        return web.Response(text="# metrics are off (SMSC_METRICS=off)\n", content_type="text/plain")
+    return web.Response(body=recorded.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 # Every path the ingress answers on, with its methods: what `elsewhere` compares a normalized path to.
 ROUTES: dict[str, tuple[tuple[str, ...], Handler]] = {
     HANDLER_PATH: (("POST",), receive),
     "/healthz": (("GET", "HEAD"), healthz),
     "/readyz": (("GET", "HEAD"), readyz),
+    "/metrics": (("GET", "HEAD"), scrape),
 }

@@ -13,18 +13,24 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from ingress.metrics import IngressMetrics
+
 log = structlog.get_logger("smsc.ingress")
 
 POLL_SECONDS = 0.5
 
 
 class QueueWatch:
-    """The queue's length, refreshed every POLL_SECONDS; `full` once it reaches `limit`."""
+    """The queue's length, refreshed every POLL_SECONDS; `full` once it reaches `limit`. Each poll
+    also sets the metrics of back-pressure and of Redis's reachability."""
 
-    def __init__(self, client: aioredis.Redis, key: str, limit: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, key: str, limit: int, metrics: IngressMetrics | None = None
+    ) -> None:
         self._client = client
         self._key = key
         self._limit = limit
+        self._metrics = metrics
         self.length = 0
         self.full = False
         self._stop = asyncio.Event()
@@ -52,5 +58,7 @@ class QueueWatch:
                         "queue_full" if full else "queue_accepting", length=self.length, limit=self._limit
                     )
                 self.full = full
+            if self._metrics is not None:
+                self._metrics.polled(redis_up=reachable, full=self.full)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), POLL_SECONDS)

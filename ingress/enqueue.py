@@ -16,9 +16,11 @@ clients that all wait for their answers are not kept waiting for others that can
 from __future__ import annotations
 
 import asyncio
+import time
 
 import redis.asyncio as aioredis
 
+from ingress.metrics import IngressMetrics
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
@@ -36,9 +38,12 @@ LINGER_PATIENCE = 2
 class Enqueuer:
     """Puts raw requests on the RQ queue; `submit` returns once Redis acknowledged their job."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(
+        self, client: aioredis.Redis, settings: Settings, metrics: IngressMetrics | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._metrics = metrics
         self._waiting: list[tuple[RawRequest, asyncio.Future[str]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._last_arrival = 0.0
@@ -96,7 +101,10 @@ class Enqueuer:
 
     async def _write(self, requests: list[RawRequest]) -> str:
         job = build_job(requests, self._settings)
+        started = time.perf_counter()
         async with self._client.pipeline(transaction=True) as pipe:
             stage_job(pipe, job, self._settings)
             await pipe.execute()
+        if self._metrics is not None:
+            self._metrics.written(len(requests), time.perf_counter() - started)
         return job.id

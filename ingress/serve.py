@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from types import FrameType
 
 import structlog
@@ -11,6 +13,7 @@ import uvloop
 from aiohttp import web
 
 from ingress.app import create_app
+from ingress.metrics import use_multiprocess
 from smsc.settings import Settings
 
 log = structlog.get_logger("smsc.ingress")
@@ -31,25 +34,36 @@ def serve(settings: Settings, host: str, port: int, processes: int) -> int:
     if processes == 1:
         _run(settings, host, port, reuse_port=False)
         return 0
-    children = []
-    for _ in range(processes):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                _run(settings, host, port, reuse_port=True)
-                code = 0
-            finally:
-                os._exit(code)
-        children.append(pid)
-    return _supervise(children)
+    # The processes' metrics meet in files of a directory made fresh for this start (a previous
+    # run's files must never add to the counts) and removed when the last process has stopped.
+    metrics_dir = tempfile.mkdtemp(prefix="smsc-ingress-metrics-") if settings.metrics else None
+    try:
+        children = []
+        for _ in range(processes):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    _run(settings, host, port, reuse_port=True, metrics_dir=metrics_dir)
+                    code = 0
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        return _supervise(children)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _run(settings: Settings, host: str, port: int, *, reuse_port: bool) -> None:
+def _run(
+    settings: Settings, host: str, port: int, *, reuse_port: bool, metrics_dir: str | None = None
+) -> None:
+    if metrics_dir is not None:
+        use_multiprocess(metrics_dir)
     # aiohttp's access log prints the query string, which holds the secret: our own line replaces it.
     # uvloop: the same asyncio, with a faster event loop and sockets.
     web.run_app(
-        create_app(settings),
+        create_app(settings, metrics_dir),
         host=host,
         port=port,
         reuse_port=reuse_port,

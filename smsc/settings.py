@@ -40,6 +40,7 @@ class Settings:
     retry_intervals: tuple[int, ...]
     dead_letter_days: int
     log_phones: LogPhones
+    metrics: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +86,7 @@ class Settings:
             retry_intervals=_intervals(e.get("SMSC_RETRY_INTERVALS", "15,30,60,120,240,480")),
             dead_letter_days=_positive_int(e, "SMSC_DEAD_LETTER_DAYS", 30),
             log_phones=log_phones,
+            metrics=_on_off(e, "SMSC_METRICS"),
         )
 
     def require_secret(self) -> None:
@@ -107,6 +109,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _on_off(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {raw!r}")
+    return raw != "off"
 
 
 def _intervals(raw: str) -> tuple[int, ...]:

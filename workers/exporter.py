@@ -11,15 +11,15 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator
-from importlib.metadata import version
 from types import FrameType
 
 import structlog
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from smsc.exceptions import TransientError
+from smsc.metrics import build_info
 from smsc.settings import Settings
 from workers.state import State, StateReader
 
@@ -101,13 +101,7 @@ def registry(reader: StateReader) -> CollectorRegistry:
     """A registry holding the exporter's build_info and the state read at each scrape."""
     metrics = CollectorRegistry()
     metrics.register(StateCollector(reader))
-    # The metrics work defines the same gauge in smsc/metrics.py for every component.
-    Gauge(
-        "smsc_build_info",
-        "Always 1; the version and component as labels",
-        ["version", "component"],
-        registry=metrics,
-    ).labels(version=version("smsc-ingest"), component="exporter").set(1)
+    build_info("exporter", metrics)
     return metrics
 
 

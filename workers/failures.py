@@ -18,6 +18,7 @@ from rq.job import Job
 
 from smsc.exceptions import SmscError
 from smsc.text import one_line
+from workers.metrics import JOB_FAILURES
 
 log = structlog.get_logger("smsc.worker")
 
@@ -52,10 +53,13 @@ def record_failure(
     it retries the job or moves it to the failed registry.
     """
     at = datetime.now(UTC).isoformat()
+    # Called before RQ decides: it retries exactly when retries are left (Job.should_retry).
+    error_class = exc_type.__name__ if exc_type is not None else "unknown"
+    JOB_FAILURES.labels(error_class, "retry" if job.should_retry else "failed").inc()
     job.meta.setdefault(FIRST_FAILED_AT, at)
     job.meta[LAST_FAILED_AT] = at
     job.meta[FAILURES] = int(job.meta.get(FAILURES, 0)) + 1
-    job.meta[ERROR_CLASS] = exc_type.__name__ if exc_type is not None else "unknown"
+    job.meta[ERROR_CLASS] = error_class
     job.meta[REASON] = one_line(_reason(exc) if exc is not None else "") or "no reason given"
     try:
         job.save_meta()  # type: ignore[no-untyped-call]

@@ -16,7 +16,8 @@ from smsc.protocol.decode import peek
 from smsc.protocol.fields import event_ids
 from smsc.protocol.normalize import normalize
 from smsc.settings import Settings
-from workers.store import Pending, Store
+from workers import metrics
+from workers.store import Outcome, Pending, Store
 
 log = structlog.get_logger("smsc.worker")
 
@@ -57,11 +58,22 @@ def process(requests: list[dict[str, Any]]) -> None:
     A bad request never holds back its neighbours. A transient failure (database down) raises,
     and RQ retries the whole job later: writing it again is harmless.
     """
+    started = time.perf_counter()
+    try:
+        _process(requests)
+    finally:
+        metrics.JOB_DURATION.observe(time.perf_counter() - started)
+
+
+def _process(requests: list[dict[str, Any]]) -> None:
     ctx = _current()
     job = get_current_job()
     job_id = job.id if job is not None else "-"
     items = [_pending(item, ctx.settings) for item in requests]
-    for outcome in ctx.store.save(items, job_id):
+    metrics.JOB_REQUESTS.observe(len(items))
+    outcomes = ctx.store.save(items, job_id)
+    _count(outcomes, committed_at=time.time())
+    for outcome in outcomes:
         ids = outcome.pending.ids or {}
         if outcome.result == "dead_letter":
             log.error(
@@ -83,6 +95,14 @@ def process(requests: list[dict[str, Any]]) -> None:
                 duplicates=purged.duplicates,
                 older_than_days=ctx.settings.dead_letter_days,
             )
+
+
+def _count(outcomes: list[Outcome], committed_at: float) -> None:
+    for outcome in outcomes:
+        kind = (outcome.pending.ids or {}).get("kind", metrics.UNKNOWN_KIND)
+        metrics.EVENTS.labels(kind, outcome.result).inc()
+        if outcome.result == "stored":
+            metrics.LAG.observe(committed_at - outcome.pending.raw.received_at)
 
 
 def _pending(item: Any, settings: Settings) -> Pending:

@@ -9,6 +9,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from smsc.settings import Settings
+from workers import metrics
 from workers.failures import record_failure
 from workers.jobs import WorkerContext, install
 from workers.store import Store
@@ -32,8 +33,13 @@ class SmscWorker(SimpleWorker):
         return int(job.timeout or 0) + ABANDONED_MARGIN_SECONDS
 
 
-def run(settings: Settings, *, burst: bool) -> None:
-    """Work the queue until stopped (SIGTERM finishes the current job first), or until empty."""
+def run(settings: Settings, *, burst: bool, metrics_at: tuple[str, int] | None = None) -> None:
+    """Work the queue until stopped (SIGTERM finishes the current job first), or until empty.
+
+    With `metrics_at` (host, port), the process's metrics are served there.
+    """
+    if metrics_at is not None:
+        metrics.serve(*metrics_at)
     store = Store(settings.database_url)
     install(WorkerContext(settings=settings, store=store))
     connection = Redis.from_url(settings.redis_url)
@@ -48,7 +54,13 @@ def run(settings: Settings, *, burst: bool) -> None:
         # Also called for abandoned jobs found by the maintenance; RQ's own handling follows.
         exception_handlers=[record_failure],
     )
-    log.info("worker_starting", queue=settings.queue, burst=burst, name=worker.name)
+    log.info(
+        "worker_starting",
+        queue=settings.queue,
+        burst=burst,
+        name=worker.name,
+        metrics=f"{metrics_at[0]}:{metrics_at[1]}" if metrics_at else None,
+    )
     try:
         # The scheduler moves jobs whose retry interval has passed back onto the queue.
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")

@@ -25,6 +25,7 @@ def test_defaults() -> None:
     assert s.secret == ""
     assert s.allow_unsigned is False
     assert s.log_phones is LogPhones.MASKED
+    assert s.metrics is True
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,10 @@ def test_defaults() -> None:
         ({"SMSC_LOG_PHONES": "full"}, "log_phones", LogPhones.FULL),
         ({"SMSC_LOG_PHONES": "masked"}, "log_phones", LogPhones.MASKED),
         ({"SMSC_LOG_PHONES": ""}, "log_phones", LogPhones.MASKED),
+        ({"SMSC_METRICS": "off"}, "metrics", False),
+        ({"SMSC_METRICS": " OFF "}, "metrics", False),
+        ({"SMSC_METRICS": "on"}, "metrics", True),
+        ({"SMSC_METRICS": ""}, "metrics", True),
     ],
     ids=lambda v: str(v) if not isinstance(v, dict) else next(iter(v)),
 )
@@ -82,6 +87,8 @@ def test_values_from_the_environment(env: dict[str, str], attribute: str, expect
         pytest.param({"SMSC_LOG_PHONES": "1"}, id="log-phones-1"),
         pytest.param({"SMSC_LOG_PHONES": "none"}, id="log-phones-none"),
         pytest.param({"SMSC_LOG_PHONES": "full "}, id="log-phones-trailing-space"),
+        pytest.param({"SMSC_METRICS": "0"}, id="metrics-0"),
+        pytest.param({"SMSC_METRICS": "no"}, id="metrics-no"),
     ],
 )
 def test_bad_values_are_a_config_error(env: dict[str, str]) -> None:
