@@ -138,7 +138,7 @@ def find(settings: Settings, flt: Filter) -> list[DeadLetter]:
 
     Raises TransientError when PostgreSQL or Redis cannot be reached.
     """
-    with _translated():
+    with translated():
         return [*_from_postgres(settings, flt), *_from_redis(settings, flt)]
 
 
@@ -151,7 +151,7 @@ def replay(settings: Settings, flt: Filter) -> Iterator[Replayed]:
     """
     redis = Redis.from_url(settings.redis_url)
     try:
-        with _translated():
+        with translated():
             yield from _replay_rows(settings, flt, redis)
             yield from _replay_jobs(settings, flt, redis)
     finally:
@@ -313,8 +313,9 @@ def _matches(letter: DeadLetter, flt: Filter) -> bool:
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
-    """Driver errors leave as TransientError: the operator's command can say so in one line."""
+def translated() -> Iterator[None]:
+    """Driver errors leave as TransientError: the operator's command (dead-letter, replay, trace) can
+    say so in one line."""
     try:
         yield
     except psycopg.Error as e:

@@ -7,7 +7,6 @@ nothing is changed: RQ's registries are read without their cleanup.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
@@ -16,19 +15,17 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from redis import Redis
-from redis.exceptions import RedisError
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import BaseRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from smsc.exceptions import PermanentError, TransientError
+from smsc.exceptions import PermanentError
 from smsc.protocol.fields import Kind
 from smsc.protocol.raw import RawRequest
 from smsc.settings import Settings
-from smsc.text import one_line
 from workers.db import connect
-from workers.deadletter import DeadLetter, of_phone, of_request
+from workers.deadletter import DeadLetter, of_phone, of_request, translated
 from workers.failures import Failure, failure_of
 
 # At most this many RQ jobs are read when looking for a request: a backlog of 100,000 jobs must not
@@ -165,7 +162,7 @@ class EventTrace:
 
 def trace_request(settings: Settings, rid: str, max_jobs: int = MAX_SCANNED_JOBS) -> RequestTrace:
     """What became of request `rid`. Raises TransientError when PostgreSQL or Redis cannot be reached."""
-    with _translated():
+    with translated():
         with connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = [
                 _row(kind, found)
@@ -197,7 +194,7 @@ def trace_events(settings: Settings, phone: str, message_id: int | None, limit: 
         more[kind.value] = len(found) > limit
         return _with_copies(cur, found[:limit])
 
-    with _translated(), connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
+    with translated(), connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
         message, statuses, calls = None, [], []
         if message_id is not None:
             message = cur.execute(SELECT_MESSAGE, params).fetchone()
@@ -307,14 +304,3 @@ def _held(job: Job, state: str, scheduled: BaseRegistry) -> HeldJob:
         # A job scheduled for a retry has failed before: why is the first question.
         failure=failure_of(job) if state in ("failed", "scheduled") else None,
     )
-
-
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Driver errors leave as TransientError: the command says so in one line."""
-    try:
-        yield
-    except psycopg.Error as e:
-        raise TransientError(one_line(f"PostgreSQL: {type(e).__name__}: {e}")) from e
-    except RedisError as e:
-        raise TransientError(one_line(f"Redis: {type(e).__name__}: {e}")) from e
