@@ -408,6 +408,22 @@ def test_haproxy_reaches_the_ingress_at_the_shipped_addresses(compose: dict[str,
     assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in compose["services"]["haproxy"]["volumes"]
 
 
+def test_the_haproxy_container_has_the_paths_the_shipped_file_uses(compose: dict[str, Any]) -> None:
+    """The certificate's folder is mounted, the stats socket's folder exists (a tmpfs), and the log
+    socket is inside the chroot, where haproxy sends its log lines from."""
+    cfg = HAPROXY.read_text(encoding="utf-8")
+    service = compose["services"]["haproxy"]
+    mounted = {volume.split(":")[1] for volume in service["volumes"]}
+    (certificate,) = re.findall(r" crt (\S+)", cfg)
+    (socket,) = re.findall(r"^\s*stats socket (\S+)", cfg, re.MULTILINE)
+    (chroot,) = re.findall(r"^\s*chroot (\S+)", cfg, re.MULTILINE)
+    (log,) = re.findall(r"^\s*log (/\S+)", cfg, re.MULTILINE)
+    assert str(Path(certificate).parent) in mounted
+    assert str(Path(socket).parent) in service["tmpfs"]
+    assert chroot + log in mounted
+    assert service["user"] == "root"
+
+
 # --- each check fails on a broken input ---------------------------------------------------------------
 
 BAD_COMPOSE = {
