@@ -6,6 +6,7 @@ shipped redis.conf with AOF on; and each healthcheck fails where the compose fil
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,10 +65,13 @@ LONG_RUNNING = sorted(
 @pytest.mark.parametrize("name", LONG_RUNNING)
 def test_each_service_runs_here_and_passes_its_healthcheck(name: str) -> None:
     """The service's own command, with this session's Redis and PostgreSQL, becomes healthy by the
-    compose file's own healthcheck."""
+    compose file's own healthcheck, and exits 0 on SIGTERM, the image's STOPSIGNAL."""
     service, port = SERVICES[name], free_port()
-    spawn([COMMAND, *on_loopback(service["command"], port)], service_environment(service))
+    proc = spawn([COMMAND, *on_loopback(service["command"], port)], service_environment(service))
     wait_until(lambda: healthcheck(service, port).returncode == 0, 30, f"{name} to pass its healthcheck")
+    # The image's STOPSIGNAL: each command ends cleanly on it.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 0
 
 
 def test_the_readiness_check_fails_while_redis_does_not_answer() -> None:
