@@ -227,7 +227,9 @@ def dockerfile_problems(dockerfile: str) -> list[str]:
     """The image's entrypoint is the console command, its CMD a command it accepts, and it runs as a
     user other than root."""
     found = list(instructions(dockerfile))
-    last = {word: rest for word, rest in found}
+    # The image is the last stage: what counts is set after its FROM.
+    final = found[max((i for i, (word, _) in enumerate(found) if word == "FROM"), default=0) :]
+    last = {word: rest for word, rest in final}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     problems = []
     if json.loads(last.get("ENTRYPOINT", "null")) != [*scripts]:
@@ -496,6 +498,8 @@ def test_hadolint_refuses_a_careless_dockerfile(text: str, tmp_path: Path) -> No
 def test_the_dockerfile_checks_refuse_root_and_a_foreign_entrypoint() -> None:
     """An image running as root, or with an entrypoint other than the console command, is reported."""
     assert dockerfile_problems('ENTRYPOINT ["smsc-ingest"]\nCMD ["migrate"]\n') == ["the image runs as root"]
+    two_stages = 'FROM python:3.12 AS build\nUSER 10001\nFROM python:3.12-slim\nENTRYPOINT ["smsc-ingest"]\n'
+    assert dockerfile_problems(f'{two_stages}CMD ["migrate"]\n') == ["the image runs as root"]
     assert dockerfile_problems('USER smsc\nENTRYPOINT ["python"]\nCMD ["migrate"]\n') == [
         """ENTRYPOINT ["python"] is not ['smsc-ingest']"""
     ]
