@@ -15,8 +15,8 @@ COPY cli ./cli
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.12-slim-bookworm
-# Logs are one JSON line per event on stdout: unbuffered, so none waits in a buffer when a
-# container is killed.
+# Logs are JSON lines on stderr (no terminal); unbuffered, the commands' output on stdout (stats,
+# replay) reaches the container's log at once too, even when the container is killed.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 # A fixed numeric id, so that USER is non-root to any runtime that checks (runAsNonRoot) without
