@@ -104,6 +104,8 @@ def _work_until_stopped(
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
             reason = "the worker quit on an error (logged above)"
         except RedisError as e:
+            if burst:
+                raise  # a burst run is a one-off: its caller learns that Redis failed it
             reason = f"{type(e).__name__}: {e}"
         if burst or (worker is not None and worker.stopping):
             return
