@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from redis import Redis
+from rq import Worker
 
 from smsc.settings import Settings
 from tests.integration.conftest import TEST_DATABASE_URL, service_env
@@ -115,3 +117,22 @@ def test_a_worker_outlives_its_redis(throwaway_redis: ThrowawayRedis, db: Any) -
     wait_until(lambda: count(TEST_DATABASE_URL, "call_confirmations") == 20, 60, "the next job's rows")
     assert worker.poll() is None
     redis.close()
+
+
+def test_sigterm_stops_a_worker_waiting_for_redis(throwaway_redis: ThrowawayRedis, db: Any) -> None:
+    """A worker that waits for its Redis to come back still stops on SIGTERM, with exit code 0."""
+    worker = start_worker(REDIS_URL=throwaway_redis.url)
+    wait_until(lambda: workers_registered(throwaway_redis.url) == 1, 30, "the worker to register")
+    throwaway_redis.kill()
+    time.sleep(2)  # the worker meets the closed port and starts waiting
+    assert worker.poll() is None
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+
+
+def workers_registered(url: str) -> int:
+    client = Redis.from_url(url)
+    try:
+        return len(Worker.all(connection=client))
+    finally:
+        client.close()
