@@ -53,6 +53,15 @@ class SmscWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return int(job.timeout or 0) + ABANDONED_MARGIN_SECONDS
 
+    def release(self) -> None:
+        """Stop this worker's pubsub thread: RQ's teardown does not reach it when Redis failed it
+        first, and the thread would go on retrying Redis for a worker that is gone."""
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop()
+            self.pubsub_thread.join(timeout=1)
+        if self.pubsub is not None:
+            self.pubsub.close()
+
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         # Remembered here: RQ's own flag is set only when a job is running, and reading the
         # worker's state for it needs Redis, which may be the very thing that is gone.
@@ -108,6 +117,8 @@ def _work_until_stopped(
             reason = f"{type(e).__name__}: {e}"
         if burst or (worker is not None and worker.stopping):
             return
+        if worker is not None:
+            worker.release()
         # No job runs between two workers: a SIGTERM now ends the process at once.
         signal.signal(signal.SIGTERM, _exit)
         signal.signal(signal.SIGINT, _exit)
