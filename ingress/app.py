@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from ingress.backpressure import QueueWatch
-from ingress.enqueue import Enqueuer
+from ingress.enqueue import Enqueuer, ReplicasMissing
 from ingress.metrics import UNKNOWN_KIND, IngressMetrics
 from ingress.wire import HANDLER_PATH, compression, content_type_text, query_text, target_path
 from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
@@ -27,6 +27,7 @@ from smsc.protocol import Decoded, RawRequest, decode, verify
 from smsc.protocol.fields import log_ids
 from smsc.protocol.raw import redact_query, redact_secret
 from smsc.queue import queue_key
+from smsc.redisconn import aclose, async_client
 from smsc.settings import Settings
 
 log = structlog.get_logger("smsc.ingress")
@@ -77,19 +78,22 @@ def create_app(settings: Settings, metrics_dir: str | None = None) -> web.Applic
 
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-    )
+    timeouts = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+    }
+    client = async_client(settings.redis_url, **timeouts)
+    # The writes' own connection: each WAIT must follow its MULTI/EXEC on it (see Enqueuer).
+    writer = async_client(settings.redis_url, max_connections=1, **timeouts)
     app[REDIS] = client
-    app[ENQUEUER] = Enqueuer(client, settings, app[METRICS])
+    app[ENQUEUER] = Enqueuer(writer, settings, app[METRICS])
     app[WATCH] = watch = QueueWatch(client, queue_key(settings), settings.max_queue, app[METRICS])
     task = asyncio.create_task(watch.run())
     yield
     watch.stop()
     await task
-    await client.aclose()
+    await aclose(writer)
+    await aclose(client)
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -166,6 +170,9 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> Answer
     raw = RawRequest(rid=rid, received_at=received_at, query=query, content_type=content_type, body=body)
     try:
         job_id = await request.app[ENQUEUER].submit(raw)
+    except ReplicasMissing as e:
+        bound.error("request_not_stored", code=503, reason=f"replicas: {e}")
+        return web.Response(status=503, text="temporarily unavailable\n"), kind, "replicas"
     except (RedisError, OSError) as e:
         bound.error("request_not_stored", code=503, reason=f"redis: {type(e).__name__}: {e}")
         return web.Response(status=503, text="temporarily unavailable\n"), kind, "redis"

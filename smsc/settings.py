@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from smsc.constants import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
+from smsc.redisconn import check_url
 
 
 class LogPhones(StrEnum):
@@ -33,6 +34,7 @@ class Settings:
     max_body: int
     queue: str
     redis_url: str
+    redis_min_replicas: int
     database_url: str
     max_queue: int
     read_timeout: float
@@ -70,6 +72,8 @@ class Settings:
             log_phones = LogPhones(phones)
         except ValueError:
             raise ConfigError(f"SMSC_LOG_PHONES must be masked or full, not {phones!r}") from None
+        redis_url = e.get("REDIS_URL", DEFAULT_REDIS_URL)
+        check_url(redis_url)
         return cls(
             secret=secret,
             hash_algorithm=algorithm,
@@ -78,7 +82,8 @@ class Settings:
             tz=tz,
             max_body=max_body,
             queue=e.get("SMSC_QUEUE", "smsc"),
-            redis_url=e.get("REDIS_URL", DEFAULT_REDIS_URL),
+            redis_url=redis_url,
+            redis_min_replicas=_count(e, "SMSC_REDIS_MIN_REPLICAS", 0),
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             max_queue=_positive_int(e, "SMSC_MAX_QUEUE", 100_000),
             read_timeout=_positive_int(e, "SMSC_READ_TIMEOUT", 10),
@@ -109,6 +114,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,3}", raw):
+        raise ConfigError(f"{name} must be a whole number from 0, not {raw!r}")
+    return int(raw)
 
 
 def _on_off(env: Mapping[str, str], name: str) -> bool:
