@@ -32,6 +32,8 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 LB_URL: Final = f"https://{address('lb')}/smsc"
 SENDER_SLACK_SECONDS: Final = 60.0  # past its deadline and verification, a sender is stopped
 FAULT_AT: Final = 4.0  # seconds into the load
+DELAY_PORT: Final = 6380
+DELAY_SECONDS: Final = 0.020
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Scenario:
     deadline: float  # seconds of sending
     rate: float | None  # requests per second, resends included
     fault: Callable[[Stack, Checks, float], None] | None  # (stack, checks, the sender's start)
+    before: Callable[[Stack], None] | None = None  # set-up of the scenario, before the load
+    after: Callable[[Stack], None] | None = None  # and its undoing, after the checks
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Stack:
     ingress: dict[str, Process]
     workers: dict[str, Process]
     redis: dict[str, Process]
+    relays: list[Process] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Row:
     duplicates: int = 0
     lost: int = 0
     recovery: str = "-"
+    speed: str = "-"  # requests per second and the p99 of 200 answers
     passed: bool = False
     why: str = ""
 
@@ -140,7 +146,7 @@ def kill_ingress(stack: Stack, checks: Checks, start: float) -> None:
     lab.restart(stack.ingress["ingress1"])
     servers.wait_ready(lab, "ingress1")
     # haproxy's checks see it again (rise 2, downinter 5 s), then it takes new requests
-    wait_until("haproxy: ingress1 UP again", lambda: servers.haproxy_states(lab).get("ingress1") == "UP", 30)
+    servers.wait_up(lab, "ingress1")
     ingress2_then = answered_200(stack, "ingress2") or 0
     time.sleep(4)
     after = {h: answered_200(stack, h) for h in ("ingress1", "ingress2")}
@@ -226,13 +232,43 @@ def cut_ingress_from_redis(stack: Stack, checks: Checks, start: float) -> None:
     for host in redis_hosts:
         sh(lab.inside("ingress1", "ip", "route", "del", "prohibit", f"{address(host)}/32"))
     servers.wait_ready(lab, "ingress1")
-    wait_until("haproxy: ingress1 UP again", lambda: servers.haproxy_states(lab).get("ingress1") == "UP", 30)
+    servers.wait_up(lab, "ingress1")
     healed = answered_200(stack, "ingress1") or 0
     time.sleep(3)
     checks.check(
         f"ingress1 takes traffic again once healed: {healed} -> {answered_200(stack, 'ingress1')}",
         (answered_200(stack, "ingress1") or 0) > healed,
     )
+
+
+def delayed_redis(stack: Stack) -> None:
+    """Scenario 6: each ingress talks to Redis through a relay on its host that adds 20 ms one way."""
+    lab = stack.lab
+    for host, proc in stack.ingress.items():
+        relay = [sender_command(lab)[0], "-m", "tests.scale.delay", "127.0.0.1", str(DELAY_PORT)]
+        relay += [address("redis1"), str(servers.REDIS_PORT), str(DELAY_SECONDS)]
+        stack.relays.append(lab.start(f"delay-{host}", host, relay, servers.app_env(lab)))
+        proc.env["REDIS_URL"] = f"redis://127.0.0.1:{DELAY_PORT}/0"
+    restart_ingress(stack)
+
+
+def direct_redis(stack: Stack) -> None:
+    for proc in stack.ingress.values():
+        proc.env["REDIS_URL"] = servers.redis_url()
+    restart_ingress(stack)
+    for relay in stack.relays:
+        relay.kill(signal.SIGTERM)
+    stack.relays.clear()
+
+
+def restart_ingress(stack: Stack) -> None:
+    """One at a time, each back in haproxy's pool before the next goes (no load runs meanwhile)."""
+    for host, proc in stack.ingress.items():
+        proc.kill(signal.SIGTERM)
+        stack.lab.restart(proc)
+        servers.wait_ready(stack.lab, host)
+        if servers.haproxy_socket(stack.lab).exists():
+            servers.wait_up(stack.lab, host)
 
 
 # --- one scenario ----------------------------------------------------------------------------------
@@ -253,6 +289,21 @@ def run_scenario(stack: Stack, scenario: Scenario) -> Row:
     if scenario.rate:
         argv += ["--rate", str(scenario.rate)]
     checks = Checks()
+    if scenario.before is not None:
+        try:
+            scenario.before(stack)
+        except Failure as e:
+            row.why = f"set-up: {e}"
+            return row
+    try:
+        return _measure(stack, scenario, row, out, argv, checks)
+    finally:
+        if scenario.after is not None:
+            scenario.after(stack)
+
+
+def _measure(stack: Stack, scenario: Scenario, row: Row, out: Path, argv: list[str], checks: Checks) -> Row:
+    lab = stack.lab
     start = time.time()
     sender = lab.start(f"sender-{scenario.name.replace(' ', '-')}", "lb", argv, sender_env(lab))
     try:
@@ -300,8 +351,8 @@ def run_scenario(stack: Stack, scenario: Scenario) -> Row:
     other = {k: v for k, v in answers.items() if k not in ("200", "503")}
     if other:
         print(f"    other answers: {other}")
-    if scenario.name.startswith("baseline") or scenario.name.startswith("latency"):
-        print(f"    throughput {throughput(result):.0f} req/s, p99 {p99(result) * 1000:.0f} ms", flush=True)
+    row.speed = f"{throughput(result):.0f} req/s, p99 {p99(result) * 1000:.0f} ms"
+    print(f"    {row.speed}", flush=True)
     failed = [what for what, held in checks.items if not held]
     row.passed = not failed
     row.why = "; ".join(failed)
@@ -351,6 +402,7 @@ SCENARIOS: Final = (
     Scenario("2 worker killed", 2000, 30, 200, kill_worker),
     Scenario("4 worker cut from pg", 2000, 45, 150, cut_worker_from_postgres),
     Scenario("5 ingress cut from redis", 2000, 45, 150, cut_ingress_from_redis),
+    Scenario("6 20 ms to redis", 3000, 60, None, None, delayed_redis, direct_redis),
 )
 NGINX_SCENARIOS: Final = (Scenario("baseline nginx", 1500, 45, None, None),)
 
@@ -371,7 +423,18 @@ def preflight() -> None:
 
 
 def table(rows: list[Row]) -> str:
-    head = ("scenario", "events", "200s", "503s", "rows", "duplicates", "lost", "recovery", "result")
+    head = (
+        "scenario",
+        "events",
+        "200s",
+        "503s",
+        "rows",
+        "duplicates",
+        "lost",
+        "recovery",
+        "throughput",
+        "result",
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = (
@@ -383,6 +446,7 @@ def table(rows: list[Row]) -> str:
             r.duplicates,
             r.lost,
             r.recovery,
+            r.speed,
             "passed" if r.passed else "FAILED",
         )
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -282,6 +282,11 @@ def haproxy_states(lab: Lab) -> dict[str, str]:
     return states
 
 
+def wait_up(lab: Lab, host: str) -> None:
+    """Until haproxy counts the ingress host in again (its checks: rise 2, downinter 5 s)."""
+    wait_until(f"haproxy: {host} UP", lambda: haproxy_states(lab).get(host) == "UP", START_SECONDS)
+
+
 def nginx_replacements(lab: Lab, crt: Path, key: Path) -> list[tuple[str, str]]:
     return [
         ("server 10.0.1.11:8080", f"server {address('ingress1')}:{INGRESS_PORT}"),
