@@ -27,6 +27,7 @@ from smsc.protocol import Decoded, RawRequest, decode, verify
 from smsc.protocol.fields import log_ids
 from smsc.protocol.raw import redact_query, redact_secret
 from smsc.queue import queue_key
+from smsc.redisconn import aclose, async_client
 from smsc.settings import Settings
 
 log = structlog.get_logger("smsc.ingress")
@@ -77,11 +78,11 @@ def create_app(settings: Settings, metrics_dir: str | None = None) -> web.Applic
 
 async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-    )
+    timeouts = {
+        "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_SECONDS,
+    }
+    client = async_client(settings.redis_url, **timeouts)
     app[REDIS] = client
     app[ENQUEUER] = Enqueuer(client, settings, app[METRICS])
     app[WATCH] = watch = QueueWatch(client, queue_key(settings), settings.max_queue, app[METRICS])
@@ -89,7 +90,7 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
     yield
     watch.stop()
     await task
-    await client.aclose()
+    await aclose(client)
 
 
 async def receive(request: web.Request) -> web.Response:

