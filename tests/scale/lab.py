@@ -82,19 +82,31 @@ def _pids_in(ns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def _empty(ns: str) -> None:
-    """TERM, then KILL, whatever runs in the namespace: only what a run of this test started is there."""
+def _empty(*namespaces: str) -> list[str]:
+    """TERM, then KILL, whatever runs in the namespaces (only what a run of this test started is
+    there), all at once: the wait is bounded once, not per namespace. What needed KILL, named."""
+    killed: list[str] = []
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _pids_in(ns)
+        pids = [pid for ns in namespaces for pid in _pids_in(ns)]
         if not pids:
-            return
+            break
         for pid in pids:
+            if sig == signal.SIGKILL:
+                killed.append(_command(pid))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
                 os.kill(pid, signal.SIGCONT)
         deadline = time.monotonic() + STOP_SECONDS
-        while _pids_in(ns) and time.monotonic() < deadline:
+        while any(_pids_in(ns) for ns in namespaces) and time.monotonic() < deadline:
             time.sleep(0.2)
+    return killed
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+    except OSError:
+        return str(pid)
 
 
 def remove_leftovers(own: int) -> list[str]:
@@ -138,10 +150,10 @@ class Process:
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+    def kill(self, sig: signal.Signals = signal.SIGKILL, *, wait: bool = True) -> None:
         if self.popen is not None and self.popen.poll() is None:
             self.popen.send_signal(sig)
-        if self.popen is not None:
+        if self.popen is not None and wait:
             try:
                 self.popen.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
@@ -231,10 +243,13 @@ class Lab:
     def destroy(self) -> None:
         """Stop every process, remove the namespaces and the folder; each step bounded, none skipped."""
         for proc in self.processes:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                proc.kill(signal.SIGTERM)
+            if proc.running():
+                with contextlib.suppress(OSError):
+                    proc.kill(signal.SIGTERM, wait=False)
+        killed = _empty(*self.made)
+        if killed:
+            print(f"cleanup: still running {STOP_SECONDS:g} s after SIGTERM, killed: {killed}", flush=True)
         for ns in reversed(self.made):
-            _empty(ns)
             sh(["ip", "netns", "delete", ns], check=False)
         self.made.clear()
         shutil.rmtree(self.work, ignore_errors=True)

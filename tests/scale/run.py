@@ -241,6 +241,26 @@ def cut_ingress_from_redis(stack: Stack, checks: Checks, start: float) -> None:
     )
 
 
+def kill_primary(stack: Stack, checks: Checks, start: float) -> None:
+    """Scenario 3: the Redis primary SIGKILLed; Sentinel promotes the replica; the old primary, started
+    again, becomes the new one's replica (with SMSC_REDIS_MIN_REPLICAS=1 the ingress needs one)."""
+    lab = stack.lab
+    sleep_until(start + FAULT_AT)
+    checks.check(f"the primary is redis1: {servers.primary(lab)}", servers.primary(lab) == address("redis1"))
+    stack.redis["redis1"].kill(signal.SIGKILL)
+    checks.fault_at = time.time()
+    took = wait_until("Sentinel promotes redis2", lambda: servers.primary(lab) == address("redis2"), 30)
+    checks.check(f"Sentinel promoted redis2 {took:.1f} s after the kill", True)
+    lab.restart(stack.redis["redis1"])
+    role = lab.inside("redis1", "redis-cli", "-h", address("redis1"), "role")
+    wait_until(
+        "redis1 again, as redis2's replica",
+        lambda: sh(role, check=False, timeout=5).startswith("slave\n" + address("redis2")),
+        30,
+    )
+    checks.check("redis1, started again, is redis2's replica", True)
+
+
 def delayed_redis(stack: Stack) -> None:
     """Scenario 6: each ingress talks to Redis through a relay on its host that adds 20 ms one way."""
     lab = stack.lab
@@ -403,6 +423,8 @@ SCENARIOS: Final = (
     Scenario("4 worker cut from pg", 2000, 45, 150, cut_worker_from_postgres),
     Scenario("5 ingress cut from redis", 2000, 45, 150, cut_ingress_from_redis),
     Scenario("6 20 ms to redis", 3000, 60, None, None, delayed_redis, direct_redis),
+    # Last: after it the primary is redis2.
+    Scenario("3 redis primary killed", 2000, 45, 150, kill_primary),
 )
 NGINX_SCENARIOS: Final = (Scenario("baseline nginx", 1500, 45, None, None),)
 
@@ -486,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         lab.build()
         servers.start_postgres(lab)
         redis = servers.start_redis(lab)
+        redis |= servers.start_sentinels(lab)
         servers.migrate(lab)
         ingress = {h: servers.start_ingress(lab, h) for h in ("ingress1", "ingress2")}
         for host in ingress:

@@ -22,8 +22,15 @@ START_SECONDS: Final = 60.0
 WORKER_TUNING: Final = {"SMSC_JOB_TIMEOUT": "10", "SMSC_RETRY_INTERVALS": "1,2,4,8,16,32"}
 
 
+SENTINEL_PORT: Final = 26379
+SERVICE: Final = "smsc"
+SENTINEL_HOSTS: Final = ("redis1", "redis2", "redis3")
+
+
 def redis_url() -> str:
-    return f"redis://{address('redis1')}:{REDIS_PORT}/0"
+    """Every program finds the primary through the three Sentinels, as in production."""
+    sentinels = ",".join(f"{address(h)}:{SENTINEL_PORT}" for h in SENTINEL_HOSTS)
+    return f"redis+sentinel://{sentinels}/{SERVICE}/0"
 
 
 def database_url() -> str:
@@ -135,6 +142,52 @@ def start_redis(lab: Lab) -> dict[str, Process]:
         START_SECONDS,
     )
     return started
+
+
+def start_sentinels(lab: Lab) -> dict[str, Process]:
+    """A Sentinel on each Redis host, quorum 2; a primary unreachable for 2 s is failed over."""
+    started = {}
+    for host in SENTINEL_HOSTS:
+        folder = lab.work / host
+        folder.mkdir(exist_ok=True)
+        conf = folder / "sentinel.conf"  # Sentinel rewrites its file: one per Sentinel
+        conf.write_text(
+            f"port {SENTINEL_PORT}\nbind {address(host)}\nprotected-mode no\ndir {folder}\n"
+            f"sentinel monitor {SERVICE} {address('redis1')} {REDIS_PORT} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 2000\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n",
+            encoding="utf-8",
+        )
+        started[f"sentinel-{host}"] = lab.start(
+            f"sentinel-{host}", host, ["redis-server", str(conf), "--sentinel"], app_env(lab)
+        )
+    for host in SENTINEL_HOSTS:
+        wait_until(
+            f"the Sentinel on {host} knows the replica and the other Sentinels",
+            functools.partial(_sentinel_ready, lab, host),
+            START_SECONDS,
+        )
+    return started
+
+
+def sentinel(lab: Lab, host: str, *command: str) -> str:
+    return sh(
+        lab.inside(host, "redis-cli", "-h", address(host), "-p", str(SENTINEL_PORT), "sentinel", *command),
+        check=False,
+        timeout=5,
+    )
+
+
+def primary(lab: Lab, asked: str = "redis3") -> str:
+    """The primary's address as a Sentinel names it."""
+    return sentinel(lab, asked, "get-master-addr-by-name", SERVICE).split("\n")[0].strip()
+
+
+def _sentinel_ready(lab: Lab, host: str) -> bool:
+    return sentinel(lab, host, "ckquorum", SERVICE).startswith("OK 3 usable") and address(
+        "redis2"
+    ) in sentinel(lab, host, "replicas", SERVICE)
 
 
 def _pong(lab: Lab, host: str) -> bool:
