@@ -169,10 +169,8 @@ def kill_worker(stack: Stack, checks: Checks, start: float) -> None:
             lab.inside("redis1", "redis-cli", "-h", address("redis1"), "smembers", "rq:workers"), check=False
         )
         for key in out.split():
-            state, pid = sh(
-                lab.inside("redis1", "redis-cli", "-h", address("redis1"), "hmget", key, "state", "pid"),
-                check=False,
-            ).split("\n")[:2]
+            fields = lab.inside("redis1", "redis-cli", "-h", address("redis1"), "hmget", key, "state", "pid")
+            state, pid, *_ = [*sh(fields, check=False).split("\n"), "", ""]
             if state == "busy" and pid.isdigit() and int(pid) in pids:
                 stack.workers[pids[int(pid)]].kill(signal.SIGKILL)
                 victim.append(pids[int(pid)])

@@ -92,7 +92,7 @@ def run_send(args: argparse.Namespace) -> int:
         numbers = share(args.events, k)
         acked += [event(run, numbers[i]) for i in range(tally.events) if tally.acknowledged[i]]
         answers.update(tally.answers)
-        answers.update({"no answer": sum(tally.no_answer.values())})
+        answers.update({"no answer": sum(tally.no_answer.values())} if tally.no_answer else {})
     verdict = verify(settings.database_url, run, acked, args.verify_timeout, quiet)
     result = {
         "tag": run.tag,
