@@ -32,6 +32,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 LB_URL: Final = f"https://{address('lb')}/smsc"
 SENDER_SLACK_SECONDS: Final = 60.0  # past its deadline and verification, a sender is stopped
 FAULT_AT: Final = 4.0  # seconds into the load
+LOGS: Final = Path("/tmp/smsc-scale-last-failed-run")
 DELAY_PORT: Final = 6380
 DELAY_SECONDS: Final = 0.020
 
@@ -416,13 +417,13 @@ def dead_letters(stack: Stack) -> int:
 
 SCENARIOS: Final = (
     Scenario("baseline haproxy", 3000, 60, None, None),
-    Scenario("1 ingress killed", 2000, 45, 160, kill_ingress),
-    Scenario("2 worker killed", 2000, 30, 200, kill_worker),
-    Scenario("4 worker cut from pg", 2000, 45, 150, cut_worker_from_postgres),
-    Scenario("5 ingress cut from redis", 2000, 45, 150, cut_ingress_from_redis),
+    Scenario("1 ingress killed", 2000, 75, 160, kill_ingress),
+    Scenario("2 worker killed", 2000, 75, 200, kill_worker),
+    Scenario("4 worker cut from pg", 2000, 75, 120, cut_worker_from_postgres),
+    Scenario("5 ingress cut from redis", 2000, 75, 150, cut_ingress_from_redis),
     Scenario("6 20 ms to redis", 3000, 60, None, None, delayed_redis, direct_redis),
     # Last: after it the primary is redis2.
-    Scenario("3 redis primary killed", 2000, 45, 150, kill_primary),
+    Scenario("3 redis primary killed", 2000, 75, 150, kill_primary),
 )
 NGINX_SCENARIOS: Final = (Scenario("baseline nginx", 1500, 45, None, None),)
 
@@ -440,6 +441,15 @@ def preflight() -> None:
             raise Failure(f"needs {program} on PATH (Debian's package of that name)")
     if not (ROOT / ".venv" / "bin" / "smsc-ingest").exists():
         raise Failure("needs the checkout installed: make install")
+
+
+def keep_logs(lab: Lab) -> None:
+    """The failed run's logs and the senders' results, kept (only the last failed run's) to read."""
+    shutil.rmtree(LOGS, ignore_errors=True)
+    LOGS.mkdir()
+    for path in [*lab.work.glob("*.log"), *lab.work.glob("*.json"), *lab.work.glob("*/server.log")]:
+        shutil.copy(path, LOGS / path.name if path.parent == lab.work else LOGS / f"{path.parent.name}.log")
+    print(f"the logs of this failed run: {LOGS}")
 
 
 def table(rows: list[Row]) -> str:
@@ -535,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_error = str(e)
     finally:
         if lab is not None:
+            if setup_error or not all(r.passed for r in rows):
+                keep_logs(lab)
             lab.destroy()
     print()
     print(table(rows))
