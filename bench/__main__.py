@@ -17,11 +17,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import e2e, ingress, report, stores, workers
+from bench import e2e, ingress, replicas, report, stores, workers
 from bench.config import JOB_SIZE, ROOT, RUNS, SMSC_INGEST, product_env
 from bench.procs import BenchError, Processes
 
-SECTIONS = ("ingress", "workers", "e2e")
+SECTIONS = ("ingress", "replicas", "workers", "e2e")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{time.monotonic() - began:5.0f} s] {name}", flush=True)
                 if name == "ingress":
                     ingress.run(procs, results, Path(tmp))
+                elif name == "replicas":
+                    replicas.run(procs, results, Path(tmp))
                 elif name == "workers":
                     workers.run(procs, results)
                 else:

@@ -142,7 +142,7 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
         ports = (ports[0], free_port())
     for group in servers(ports, workers):
         print(f"  {' / '.join(server.label for server in group)} ...", flush=True)
-        _measure(group, payloads, procs, section, results)
+        measure(group, payloads, procs, section, results)
     for num in ("serve", "serve_w2") if workers else ("serve",):
         # The cost of the metrics: the issue allows 5% of the throughput (a ratio of 0.95 or more).
         section.ratios += [
@@ -153,12 +153,18 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
         ]
 
 
-def _measure(
-    group: list[Server], payloads: Path, procs: Processes, section: Section, results: Results
+def measure(
+    group: list[Server],
+    payloads: Path,
+    procs: Processes,
+    section: Section,
+    results: Results,
+    client: Redis | None = None,
 ) -> None:
-    """Start the servers of `group`, then RUNS rounds of one wrk run on each in turn, Redis flushed
-    before every run (only the server measured writes) and checked after it."""
-    client = stores.redis()
+    """Start the servers of `group`, then RUNS rounds of one wrk run on each in turn, Redis (`client`,
+    the benchmark's database by default) flushed before every run (only the server measured writes)
+    and checked after it."""
+    client = client or stores.redis()
     started = []
     try:
         for server in group:

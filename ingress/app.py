@@ -20,7 +20,7 @@ from redis.retry import Retry
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from ingress.backpressure import QueueWatch
-from ingress.enqueue import Enqueuer
+from ingress.enqueue import Enqueuer, ReplicasMissing
 from ingress.metrics import UNKNOWN_KIND, IngressMetrics
 from ingress.wire import HANDLER_PATH, compression, content_type_text, query_text, target_path
 from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
@@ -89,13 +89,16 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
         "retry": Retry(NoBackoff(), 0),
     }
     client = async_client(settings.redis_url, **timeouts)
+    # The writes' own connection: each WAIT must follow its MULTI/EXEC on it (see Enqueuer).
+    writer = async_client(settings.redis_url, max_connections=1, **timeouts)
     app[REDIS] = client
-    app[ENQUEUER] = Enqueuer(client, settings, app[METRICS])
+    app[ENQUEUER] = Enqueuer(writer, settings, app[METRICS])
     app[WATCH] = watch = QueueWatch(client, queue_key(settings), settings.max_queue, app[METRICS])
     task = asyncio.create_task(watch.run())
     yield
     watch.stop()
     await task
+    await aclose(writer)
     await aclose(client)
 
 
@@ -173,6 +176,9 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> Answer
     raw = RawRequest(rid=rid, received_at=received_at, query=query, content_type=content_type, body=body)
     try:
         job_id = await request.app[ENQUEUER].submit(raw)
+    except ReplicasMissing as e:
+        bound.error("request_not_stored", code=503, reason=f"replicas: {e}")
+        return web.Response(status=503, text="temporarily unavailable\n"), kind, "replicas"
     except (RedisError, OSError) as e:
         bound.error("request_not_stored", code=503, reason=f"redis: {type(e).__name__}: {e}")
         return web.Response(status=503, text="temporarily unavailable\n"), kind, "redis"

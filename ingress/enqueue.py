@@ -11,6 +11,11 @@ like PostgreSQL's commit_delay, a write lingers up to LINGER_SECONDS for company
 requests come densely (the last one less than LINGER_SECONDS after the one before), only while the
 batch is small, and only as long as more keep arriving: a lone request is written at once, and
 clients that all wait for their answers are not kept waiting for others that cannot come.
+
+With SMSC_REDIS_MIN_REPLICAS=N, the MULTI/EXEC is followed by `WAIT N timeout` on the same
+connection: the requests are answered only once N replicas have the job too, so a 200 survives
+losing the primary's machine. Fewer replicas in time raise ReplicasMissing (a 503); the job stays on
+the primary and may still be processed, and the gateway's resent copy is deduplicated.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 import redis.asyncio as aioredis
 
 from ingress.metrics import IngressMetrics
+from smsc.constants import REDIS_WAIT_TIMEOUT_MS
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
@@ -35,8 +41,17 @@ LINGER_TARGET = 32
 LINGER_PATIENCE = 2
 
 
+class ReplicasMissing(Exception):
+    """Fewer replicas than SMSC_REDIS_MIN_REPLICAS acknowledged a job's write in time."""
+
+
 class Enqueuer:
-    """Puts raw requests on the RQ queue; `submit` returns once Redis acknowledged their job."""
+    """Puts raw requests on the RQ queue; `submit` returns once Redis acknowledged their job.
+
+    `client` must hold a single connection (max_connections=1): WAIT counts the replicas that have
+    the writes of its own connection, so it must follow the MULTI/EXEC on the one that sent it.
+    Writes are one at a time, so that connection is always free for the next one.
+    """
 
     def __init__(
         self, client: aioredis.Redis, settings: Settings, metrics: IngressMetrics | None = None
@@ -105,6 +120,11 @@ class Enqueuer:
         async with self._client.pipeline(transaction=True) as pipe:
             stage_job(pipe, job, self._settings)
             await pipe.execute()
+        wanted = self._settings.redis_min_replicas
+        if wanted:
+            acknowledged = await self._client.wait(wanted, REDIS_WAIT_TIMEOUT_MS)
+            if acknowledged < wanted:
+                raise ReplicasMissing(f"{acknowledged} of {wanted} replicas in {REDIS_WAIT_TIMEOUT_MS} ms")
         if self._metrics is not None:
             self._metrics.written(len(requests), time.perf_counter() - started)
         return job.id

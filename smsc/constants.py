@@ -17,6 +17,9 @@ JOB_RESULT_TTL_SECONDS: Final = 60
 # Redis calls of the ingress: the gateway must never wait long on us.
 REDIS_SOCKET_TIMEOUT_SECONDS: Final = 2.0
 REDIS_CONNECT_TIMEOUT_SECONDS: Final = 1.0
+# How long a write waits for SMSC_REDIS_MIN_REPLICAS replicas (WAIT's timeout): within the socket
+# timeout, and long enough for a replica on the same network to acknowledge under load.
+REDIS_WAIT_TIMEOUT_MS: Final = 1000
 
 # Text put in place of hash parameters of the raw query string before it is stored:
 # the handler URL carries the secret itself there.

@@ -34,6 +34,7 @@ class Settings:
     max_body: int
     queue: str
     redis_url: str
+    redis_min_replicas: int
     database_url: str
     max_queue: int
     read_timeout: float
@@ -82,6 +83,7 @@ class Settings:
             max_body=max_body,
             queue=e.get("SMSC_QUEUE", "smsc"),
             redis_url=redis_url,
+            redis_min_replicas=_count(e, "SMSC_REDIS_MIN_REPLICAS", 0),
             database_url=e.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             max_queue=_positive_int(e, "SMSC_MAX_QUEUE", 100_000),
             read_timeout=_positive_int(e, "SMSC_READ_TIMEOUT", 10),
@@ -112,6 +114,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name} must be positive")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"[0-9]{1,3}", raw):
+        raise ConfigError(f"{name} must be a whole number from 0, not {raw!r}")
+    return int(raw)
 
 
 def _on_off(env: Mapping[str, str], name: str) -> bool:

@@ -1,7 +1,7 @@
 """The worker process: an RQ SimpleWorker (no fork per job) with its scheduler for retries.
 
 A worker never gives up on Redis. RQ retries a lost connection by itself only while it waits for a
-job; anywhere else (a heartbeat, the maintenance, storing a job's outcome) its `work()` quits. So
+job; anywhere else (the maintenance between jobs, storing a job's outcome) its `work()` quits. So
 `run` starts a new RQ worker on the same connection, with a growing pause, until stopped: with a
 `redis+sentinel://` URL each new connection goes to whichever server is the primary by then.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import time
 from types import FrameType
-from typing import Any
 
 import structlog
 from redis import Redis
@@ -104,6 +103,8 @@ def _work_until_stopped(
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
             reason = "the worker quit on an error (logged above)"
         except RedisError as e:
+            if burst:
+                raise  # a burst run is a one-off: its caller learns that Redis failed it
             reason = f"{type(e).__name__}: {e}"
         if burst or (worker is not None and worker.stopping):
             return
@@ -131,5 +132,5 @@ def _worker(settings: Settings, connection: Redis) -> SmscWorker:
     )
 
 
-def _exit(signum: int, frame: Any) -> None:
+def _exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)

@@ -97,3 +97,16 @@ def test_the_password_is_not_in_the_message() -> None:
         parse_sentinel_url("redis+sentinel://:hunter2@h1/smsc/0/x")
     assert "hunter2" not in str(refused.value)
     assert "h1" in str(refused.value)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", 0), ("0", 0), ("1", 1), ("2", 2)])
+def test_min_replicas(raw: str, expected: int) -> None:
+    """SMSC_REDIS_MIN_REPLICAS is 0 (no WAIT) unless set."""
+    assert Settings.from_env({"SMSC_REDIS_MIN_REPLICAS": raw}).redis_min_replicas == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "one", "1.5", " 1"])
+def test_min_replicas_refused(raw: str) -> None:
+    """Anything but a whole number is a ConfigError."""
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SMSC_REDIS_MIN_REPLICAS": raw})
