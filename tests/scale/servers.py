@@ -47,6 +47,8 @@ def app_env(lab: Lab, **extra: str) -> dict[str, str]:
         "REDIS_URL": redis_url(),
         "DATABASE_URL": database_url(),
         **WORKER_TUNING,
+        # A 200 only once the replica has the job too: losing the primary loses no acknowledged job.
+        "SMSC_REDIS_MIN_REPLICAS": "1",
         **extra,
     }
 
