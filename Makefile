@@ -51,6 +51,7 @@ test-fresh:
 # under load; a table, then `N passed, M failed` (see tests/scale/run.py). Needs root; under 10 minutes.
 # Only some scenarios: make test-scale ARGS="--only baseline"
 test-scale: $(STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "make test-scale needs root: it makes network namespaces (ip netns add)" >&2; exit 1; }
 	@for p in haproxy nginx; do command -v $$p >/dev/null || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx; break; }; done
 	$(BIN)/python -m tests.scale.run $(ARGS)

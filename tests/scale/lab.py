@@ -247,9 +247,13 @@ class Lab:
                 with contextlib.suppress(OSError):
                     proc.kill(signal.SIGTERM, wait=False)
         killed = _empty(*self.made)
-        if killed:
-            print(f"cleanup: still running {STOP_SECONDS:g} s after SIGTERM, killed: {killed}", flush=True)
         for ns in reversed(self.made):
             sh(["ip", "netns", "delete", ns], check=False)
         self.made.clear()
         shutil.rmtree(self.work, ignore_errors=True)
+        if killed:
+            # Last, and never failing: a reader gone (`| head`) must not stop the cleanup above.
+            with contextlib.suppress(OSError):
+                print(
+                    f"cleanup: still running {STOP_SECONDS:g} s after SIGTERM, killed: {killed}", flush=True
+                )

@@ -10,6 +10,7 @@ dead letter may exist. A table, then `N passed, M failed`; the exit code is 1 if
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -546,7 +547,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if lab is not None:
             if setup_error or not all(r.passed for r in rows):
-                keep_logs(lab)
+                with contextlib.suppress(OSError):
+                    keep_logs(lab)
+            else:
+                shutil.rmtree(LOGS, ignore_errors=True)  # an earlier failed run's, out of date now
             lab.destroy()
     print()
     print(table(rows))
