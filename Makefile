@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format replay clean clean-dev-data bench fuzz test-fresh
+.PHONY: install run test lint format replay clean clean-dev-data bench fuzz test-fresh test-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -45,6 +45,16 @@ clean-dev-data:
 # namespace of its own (see tests/fresh/run.sh and the README's "Development"). Needs root.
 test-fresh:
 	tests/fresh/run.sh
+
+# The scale-out test (issue 11): load balancer, two ingress, Redis primary and replica, four workers and
+# PostgreSQL, each host a network namespace, deploy/haproxy.cfg and deploy/nginx.conf as shipped, faults
+# under load; a table, then `N passed, M failed` (see tests/scale/run.py). Needs root; under 10 minutes.
+# Only some scenarios: make test-scale ARGS="--only baseline"
+test-scale: $(STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "make test-scale needs root: it makes network namespaces (ip netns add)" >&2; exit 1; }
+	@for p in haproxy nginx; do command -v $$p >/dev/null || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy nginx; break; }; done
+	$(BIN)/python -m tests.scale.run $(ARGS)
 
 # The property tests with FUZZ_SCALE times their examples (about 10 minutes at 20): make fuzz FUZZ_SCALE=100
 FUZZ_SCALE ?= 20

@@ -60,19 +60,27 @@ class Tally:
 
 # (description for a person, the request) of event i
 Build = Callable[[int], tuple[str, Callback]]
+# Told of every request as it ends: its code (or `no answer`) and its seconds
+Observe = Callable[[str, float], None]
 
 
 async def deliver(
-    url: str, events: int, build: Build, schedule: Schedule, say: Callable[[str], None]
+    url: str,
+    events: int,
+    build: Build,
+    schedule: Schedule,
+    say: Callable[[str], None],
+    observe: Observe | None = None,
 ) -> Tally:
-    """Send `schedule.copies` copies of each of `events` events; `say` gets a line per new kind of refusal."""
+    """Send `schedule.copies` copies of each of `events` events; `say` gets a line per new kind of
+    refusal, `observe` (the scale-out test's timeline) each request's code and duration."""
     import aiohttp
 
     tally = Tally(events, bytearray(events))
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
     connector = aiohttp.TCPConnector(limit=schedule.concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        sender = _Sender(session, url, schedule, tally, say)
+        sender = _Sender(session, url, schedule, tally, say, observe)
         tasks: set[asyncio.Task[None]] = set()
         # Not for security: the order copies go out in, the same for every run of this size.
         shuffle = random.Random(events).shuffle  # noqa: S311
@@ -105,12 +113,14 @@ class _Sender:
         schedule: Schedule,
         tally: Tally,
         say: Callable[[str], None],
+        observe: Observe | None,
     ) -> None:
         self.session = session
         self.url = url
         self.schedule = schedule
         self.tally = tally
         self.say = say
+        self.observe = observe
         self.live = asyncio.Semaphore(LIVE_COPIES)
         self.in_flight = asyncio.Semaphore(schedule.concurrency)
         loop = asyncio.get_running_loop()
@@ -136,7 +146,10 @@ class _Sender:
                         if attempt == 1:
                             self.tally.unsent += 1
                         return
+                    began = self.clock()
                     code, said = await self._post(cb)
+                    if self.observe is not None:
+                        self.observe(code, self.clock() - began)
                 self.tally.sent += 1
                 if attempt > 1:
                     self.tally.resent += 1

@@ -137,8 +137,8 @@ def _is_sentinel(url: str) -> bool:
 
 
 def _sentinel_options(options: dict[str, Any]) -> dict[str, Any]:
-    # The Sentinels get the same time limits, not the servers' password or pool settings.
-    return {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
+    # The Sentinels get the same time limits and retries, not the servers' password or pool settings.
+    return {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout", "retry")}
 
 
 def _sentinels_of(client: Any) -> list[Any]:
