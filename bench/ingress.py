@@ -117,6 +117,16 @@ def servers(ports: tuple[int, int], workers: bool) -> list[list[Server]]:
     return found
 
 
+# What every ingress row reports: section 1 and section 1b alike.
+INGRESS_COLUMNS = [
+    Column("rps", "req/s", 0),
+    Column("p50_ms", "p50 ms", 2),
+    Column("p99_ms", "p99 ms", 2),
+    Column("requests_per_job", "requests/job", 1),
+    Column("cpu_us", "CPU µs/req", 1),
+]
+
+
 def run(procs: Processes, results: Results, workdir: Path) -> None:
     """Each group of servers in turn, RUNS wrk runs each, Redis flushed before every run and checked
     after it."""
@@ -124,13 +134,7 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
     section = Section(
         "ingress",
         f"1. Ingress: wrk -t1 -c{WRK_CONNECTIONS}, {WRK_WINDOW_MS / 1000:g} s per run, unpaced",
-        [
-            Column("rps", "req/s", 0),
-            Column("p50_ms", "p50 ms", 2),
-            Column("p99_ms", "p99 ms", 2),
-            Column("requests_per_job", "requests/job", 1),
-            Column("cpu_us", "CPU µs/req", 1),
-        ],
+        INGRESS_COLUMNS,
     )
     results.sections.append(section)
     section.notes.append(f"{INGRESS_PAYLOADS} signed callbacks cycled, the same file for every server: {MIX}")

@@ -10,10 +10,10 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from bench.config import HOST, INGRESS_PAYLOADS, SMSC_INGEST, WRK_CONNECTIONS, WRK_WINDOW_MS, product_env
-from bench.ingress import FIRST_EVENT, Server, measure
+from bench.ingress import FIRST_EVENT, INGRESS_COLUMNS, Server, measure
 from bench.payloads import MIX, write_wrk_file
 from bench.procs import BenchError, Processes, free_port, wait_until
-from bench.report import Column, Ratio, Results, Section
+from bench.report import Ratio, Results, Section
 
 
 def run(procs: Processes, results: Results, workdir: Path) -> None:
@@ -24,13 +24,7 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
     section = Section(
         "replicas",
         f"1b. Ingress waiting for a replica: wrk -t1 -c{WRK_CONNECTIONS}, {WRK_WINDOW_MS / 1000:g} s per run",
-        [
-            Column("rps", "req/s", 0),
-            Column("p50_ms", "p50 ms", 2),
-            Column("p99_ms", "p99 ms", 2),
-            Column("requests_per_job", "requests/job", 1),
-            Column("cpu_us", "CPU µs/req", 1),
-        ],
+        INGRESS_COLUMNS,
     )
     results.sections.append(section)
     section.notes.append(
