@@ -14,7 +14,7 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from ingress.app import create_app
+from ingress.app import REDIS, create_app
 from smsc.exceptions import ConfigError
 from smsc.settings import Settings
 from tests.integration.conftest import service_env
@@ -226,6 +226,30 @@ async def test_redis_unreachable_gives_503(db: Any) -> None:
         assert (await post(client, build("status")))[0] == 503
         assert (await client.get("/readyz")).status == 503
         assert (await client.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1,127.0.0.1:2/smsc/0"],
+    ids=["redis", "sentinel"],
+)
+async def test_the_ingress_never_retries_redis(url: str, db: Any) -> None:
+    """Neither Redis nor a Sentinel is tried again: a failure is a 503 at once. redis-py's default
+    for a client it makes (3 more tries, backing off 1, 2 and 4 s), as for the Sentinels, held every
+    request about 12 s while Redis was unreachable, past the load balancer's patience (make
+    test-scale, scenario 5)."""
+    async with TestClient(TestServer(create_app(settings_with(REDIS_URL=url)))) as client:
+        redis = client.app[REDIS]
+        sentinels = getattr(redis.connection_pool, "sentinel_manager", None)
+        tries = {
+            "redis": redis.connection_pool.make_connection().retry.get_retries(),
+            **{
+                f"sentinel {i}": sentinel.connection_pool.make_connection().retry.get_retries()
+                for i, sentinel in enumerate(sentinels.sentinels if sentinels else [])
+            },
+        }
+    assert tries == dict.fromkeys(tries, 0)
+    assert len(tries) == (3 if sentinels else 1)
 
 
 def test_refuses_to_start_without_secret() -> None:
