@@ -299,8 +299,11 @@ def test_worker_counts_events_jobs_and_lag(settings: Settings, redis_db: Any, db
     }
     assert value(samples, "smsc_worker_job_requests_sum") == 7
     assert value(samples, "smsc_worker_job_duration_seconds_count") == 2
+    # Received 1000 s before the job was queued: each stored event's lag counts from there. Only a
+    # lower bound: how soon the worker commits is the bench's business, not a test's.
     lag = buckets(samples, "smsc_worker_lag_seconds")
-    assert (lag["600.0"], lag["1200.0"], lag["+Inf"]) == (0, 4, 4)
+    assert (lag["600.0"], lag["+Inf"]) == (0, 4)
+    assert value(samples, "smsc_worker_lag_seconds_sum") >= 4 * 1000
     assert by_label(samples, "smsc_worker_job_failures_total", "error_class", "outcome") == {}
     assert value(samples, "smsc_build_info", component="worker", version=VERSION) == 1
     assert db.execute("SELECT count(*) FROM status_events").fetchone()[0] == 2
