@@ -45,19 +45,34 @@ def wait_until(check: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-class ThrowawayRedis:
-    """redis-server with AOF and appendfsync always in `directory`: every acknowledged write is on disk."""
+class _RedisProcess:
+    """A redis-server process of the test's own, on a free loopback port."""
 
-    def __init__(self, directory: Path, replica_of: int | None = None) -> None:
+    def __init__(self, directory: Path) -> None:
         try:
             self.binary = devservers.redis_server(system=True)
         except ConfigError:
             pytest.skip(f"needs redis-server on PATH, or the embedded servers: {devservers.INSTALL}")
         self.directory = directory
         self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything that was not already on disk."""
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=20)
+        self._proc = None
+
+
+class ThrowawayRedis(_RedisProcess):
+    """redis-server with AOF and appendfsync always in `directory`: every acknowledged write is on disk."""
+
+    def __init__(self, directory: Path, replica_of: int | None = None) -> None:
+        super().__init__(directory)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.replica_of = replica_of
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         replication = ["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []
@@ -92,14 +107,6 @@ class ThrowawayRedis:
     def resume(self) -> None:
         if self._proc is not None:
             self._proc.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to flush anything that was not already on disk."""
-        if self._proc is None:
-            return
-        self._proc.send_signal(signal.SIGKILL)
-        self._proc.wait(timeout=20)
-        self._proc = None
 
 
 class ThrowawayPostgres:
@@ -137,7 +144,7 @@ class ThrowawayPostgres:
 SERVICE = "smsc"
 
 
-class ThrowawaySentinel:
+class ThrowawaySentinel(_RedisProcess):
     """A Redis Sentinel watching the primary on `primary_port` as service `smsc`, quorum 2, on loopback.
 
     It declares the primary down after 1 s without an answer (deploy/sentinel.conf says why production
@@ -145,13 +152,8 @@ class ThrowawaySentinel:
     """
 
     def __init__(self, directory: Path, primary_port: int) -> None:
-        try:
-            self.binary = devservers.redis_server(system=True)
-        except ConfigError:
-            pytest.skip(f"needs redis-server on PATH, or the embedded servers: {devservers.INSTALL}")
+        super().__init__(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
-        self.port = free_port()
         # Sentinel rewrites its file as it learns the replicas and the other Sentinels.
         self.config = directory / "sentinel.conf"
         self.config.write_text(
@@ -165,19 +167,11 @@ class ThrowawaySentinel:
             f"sentinel parallel-syncs {SERVICE} 1\n",
             encoding="utf-8",
         )
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         args = [str(self.binary), str(self.config), "--sentinel"]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_until(lambda: redis_answers(f"redis://127.0.0.1:{self.port}"), 20, "redis-sentinel to answer")
-
-    def kill(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.send_signal(signal.SIGKILL)
-        self._proc.wait(timeout=20)
-        self._proc = None
 
 
 class SentinelGroup:
