@@ -75,6 +75,10 @@ def run(settings: Settings, *, burst: bool, metrics_at: tuple[str, int] | None =
     With `metrics_at` (host, port), the process's metrics are served there. Losing Redis never ends
     the process: it starts working again once Redis (or the new primary) answers.
     """
+    # Until RQ installs its own handlers, a SIGTERM (a stop right after a start) ends the process
+    # cleanly: nothing runs yet that it would interrupt.
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)
     if metrics_at is not None:
         metrics.serve(*metrics_at)
     store = Store(settings.database_url)
