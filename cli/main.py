@@ -15,6 +15,7 @@ import structlog
 from cli import arguments, simulate, stats, trace
 from cli.render import details, printable, summary
 from smsc import logs
+from smsc.accounts import load as load_accounts
 from smsc.exceptions import ConfigError, TransientError
 from smsc.settings import LogPhones, Settings
 
@@ -43,14 +44,16 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         # Now that the secret is known, no line of this process or its children can show it.
-        logs.configure(secret=settings.secret, mask_phones=settings.log_phones is not LogPhones.FULL)
+        logs.configure(secrets=[settings.secret], mask_phones=settings.log_phones is not LogPhones.FULL)
         if args.command == "serve":
             from ingress.serve import serve
 
+            accounts = load_accounts(settings)
+            logs.hide(accounts.secrets)
             port = arguments.from_env(args.port, "SMSC_PORT", "8080", arguments.port)
             processes = arguments.from_env(args.workers, "SMSC_INGRESS_PROCESSES", "1", arguments.processes)
             host = arguments.from_env(args.host, "SMSC_HOST", "127.0.0.1", str)
-            return serve(settings, host, port, processes)
+            return serve(settings, accounts, host, port, processes)
         elif args.command == "worker":
             from workers.runner import run
 

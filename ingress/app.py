@@ -1,4 +1,4 @@
-"""The aiohttp application: POST /smsc, GET /healthz, GET /readyz, GET /metrics."""
+"""The aiohttp application: POST /smsc and /smsc/{account}, GET /healthz, GET /readyz, GET /metrics."""
 
 from __future__ import annotations
 
@@ -19,15 +19,18 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from structlog.typing import FilteringBoundLogger as BoundLogger
 
+from ingress.accounts import AccountBook
 from ingress.backpressure import QueueWatch
 from ingress.enqueue import Enqueuer, ReplicasMissing
 from ingress.metrics import UNKNOWN_KIND, IngressMetrics
-from ingress.wire import HANDLER_PATH, compression, content_type_text, query_text, target_path
-from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS
+from ingress.wire import HANDLER_PATH, account_of, compression, content_type_text, query_text, target_path
+from smsc.accounts import Account, Accounts, load
+from smsc.constants import REDIS_CONNECT_TIMEOUT_SECONDS, REDIS_SOCKET_TIMEOUT_SECONDS, UNKNOWN_ACCOUNT
 from smsc.exceptions import BadRequest, InvalidSignature
-from smsc.protocol import Decoded, RawRequest, decode, verify
+from smsc.protocol import Decoded, RawRequest, decode
 from smsc.protocol.fields import log_ids
 from smsc.protocol.raw import redact_query, redact_secret
+from smsc.protocol.signature import verify_any
 from smsc.queue import queue_key
 from smsc.redisconn import aclose, async_client
 from smsc.settings import Settings
@@ -35,6 +38,7 @@ from smsc.settings import Settings
 log = structlog.get_logger("smsc.ingress")
 
 SETTINGS = web.AppKey("settings", Settings)
+ACCOUNTS = web.AppKey("accounts", AccountBook)
 REDIS = web.AppKey("redis", aioredis.Redis)
 ENQUEUER = web.AppKey("enqueuer", Enqueuer)
 WATCH = web.AppKey("watch", QueueWatch)
@@ -45,10 +49,13 @@ METRICS = web.AppKey[IngressMetrics | None]("metrics")
 Answer = tuple[web.Response, str, str]
 
 
-def create_app(settings: Settings, metrics_dir: str | None = None) -> web.Application:
+def create_app(
+    settings: Settings, metrics_dir: str | None = None, accounts: Accounts | None = None
+) -> web.Application:
     """The ingress for `settings`; refuses to build without a secret unless unsigned is allowed.
 
-    `metrics_dir` is the directory the processes of `serve --workers N` share their metrics in.
+    `metrics_dir` is the directory the processes of `serve --workers N` share their metrics in;
+    `accounts` those read at start (else read here, from SMSC_ACCOUNTS_FILE).
     """
     settings.require_secret()
     app = web.Application(
@@ -67,10 +74,16 @@ def create_app(settings: Settings, metrics_dir: str | None = None) -> web.Applic
         },
     )
     app[SETTINGS] = settings
+    app[ACCOUNTS] = AccountBook(settings, load(settings) if accounts is None else accounts)
     app[METRICS] = IngressMetrics(metrics_dir) if settings.metrics else None
     app.cleanup_ctx.append(_redis_client)
     # Never 404 on the handler: a 404 stops the gateway's retries for good.
-    for path in (HANDLER_PATH, f"{HANDLER_PATH}/"):
+    for path in (
+        HANDLER_PATH,
+        f"{HANDLER_PATH}/",
+        f"{HANDLER_PATH}/{{account}}",
+        f"{HANDLER_PATH}/{{account}}/",
+    ):
         app.router.add_post(path, receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -106,9 +119,13 @@ async def receive(request: web.Request) -> web.Response:
     """Verify one callback, store it raw as an RQ job, and answer 200 only once Redis has it."""
     started = time.perf_counter()
     rid = uuid.uuid4().hex
-    bound = log.bind(rid=rid, peer=request.remote)
+    # Looked up once: a reload while the body arrives changes nothing for this request.
+    accounts = request.app[ACCOUNTS].current
+    name = account_of(target_path(request)) or UNKNOWN_ACCOUNT
+    account = accounts.get(name)
+    bound = log.bind(rid=rid, peer=request.remote, account=name[:80])
     try:
-        response, kind, reason = await _receive(request, rid, bound)
+        response, kind, reason = await _receive(request, rid, bound, account)
     except Exception:  # noqa: BLE001 - the outermost catch; logged with its traceback
         # A bug of ours: the gateway retries anything but 200/404, so ask it to come back later.
         bound.exception("request_failed", code=503)
@@ -116,14 +133,18 @@ async def receive(request: web.Request) -> web.Response:
         kind, reason = UNKNOWN_KIND, "internal"
     metrics = request.app[METRICS]
     if metrics is not None:
-        metrics.answered(response.status, kind, reason)
+        metrics.answered(response.status, kind, reason, accounts.label(name))
         metrics.duration.observe(time.perf_counter() - started)
     return response
 
 
-async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> Answer:
+async def _receive(request: web.Request, rid: str, bound: BoundLogger, account: Account | None) -> Answer:
     settings = request.app[SETTINGS]
     received_at = time.time()
+    if account is None:
+        # 403 as for a wrong hash, never 404: the gateway keeps retrying while the file is fixed.
+        bound.warning("request_rejected", code=403, reason="unknown account")
+        return _unread(web.Response(status=403, text="forbidden: unknown account\n")), UNKNOWN_KIND, "account"
     if request.app[WATCH].full:
         bound.warning("request_not_stored", code=503, reason="queue full", length=request.app[WATCH].length)
         return (
@@ -161,19 +182,29 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger) -> Answer
     content_type = content_type_text(request)
     kind = UNKNOWN_KIND
     try:
-        decoded = decode(body, query, content_type, settings.default_charset)
+        decoded = decode(body, query, content_type, account.charset)
         kind = decoded.kind.value
         bound = bound.bind(kind=kind, fmt=decoded.fmt.value, **log_ids(decoded.params))
-        if settings.secret:
-            verify(decoded, settings.hash_algorithm, settings.secret)
-        body, query = _without_secret(body, query, content_type, decoded, settings)
+        if account.secrets:
+            position = verify_any(decoded, account.hash_algorithm, account.secrets)
+            if len(account.secrets) > 1:
+                # During a rotation: once no line shows the old one's number, it can go.
+                bound = bound.bind(secret_no=position + 1)
+        body, query = _without_secret(body, query, content_type, decoded, account)
     except BadRequest as e:
         bound.warning("request_rejected", code=400, reason=e.reason)
         return web.Response(status=400, text=f"bad request: {e.reason}\n"), kind, "bad_request"
     except InvalidSignature as e:
         bound.warning("request_rejected", code=403, reason=e.reason)
         return web.Response(status=403, text="forbidden: invalid signature\n"), kind, "signature"
-    raw = RawRequest(rid=rid, received_at=received_at, query=query, content_type=content_type, body=body)
+    raw = RawRequest(
+        rid=rid,
+        received_at=received_at,
+        query=query,
+        content_type=content_type,
+        body=body,
+        account=account.name,
+    )
     try:
         job_id = await request.app[ENQUEUER].submit(raw)
     except ReplicasMissing as e:
@@ -201,29 +232,32 @@ async def _read_body(request: web.Request, timeout: float) -> bytes:
 
 
 def _without_secret(
-    body: bytes, query: str, content_type: str, decoded: Decoded, settings: Settings
+    body: bytes, query: str, content_type: str, decoded: Decoded, account: Account
 ) -> tuple[bytes, str]:
-    """The body and query string to store: the hash values and the secret's bytes redacted.
+    """The body and query string to store: the hash values and the bytes of every secret of the
+    account redacted.
 
-    A parameter that still holds the secret afterwards (percent- or entity-encoded, so that its
+    A parameter that still holds a secret afterwards (percent- or entity-encoded, so that its
     bytes do not show) cannot be stored: BadRequest.
     """
     hashless = redact_query(query)
-    if not settings.secret:
+    stored_body, stored_query = body, hashless
+    # The longest first: a secret inside another must not leave the other's remainder behind.
+    secrets = sorted(account.secrets, key=len, reverse=True)
+    for secret in secrets:
+        stored_body = redact_secret(stored_body, secret)
+        stored_query = redact_secret(stored_query.encode("ascii"), secret).decode("ascii")
+    if stored_body == body and stored_query == hashless and not _holds_secret(decoded, secrets):
         return body, hashless
-    stored_body = redact_secret(body, settings.secret)
-    stored_query = redact_secret(hashless.encode("ascii"), settings.secret).decode("ascii")
-    if stored_body == body and stored_query == hashless and not _holds_secret(decoded, settings.secret):
-        return body, hashless
-    stored = decode(stored_body, stored_query, content_type, settings.default_charset)
-    if _holds_secret(stored, settings.secret):
+    stored = decode(stored_body, stored_query, content_type, account.charset)
+    if _holds_secret(stored, secrets):
         raise BadRequest("a parameter holds the secret")
     return stored_body, stored_query
 
 
-def _holds_secret(decoded: Decoded, secret: str) -> bool:
-    secret = secret.lower()
-    return any(secret in name.lower() or secret in value.lower() for name, value in decoded.params.items())
+def _holds_secret(decoded: Decoded, secrets: list[str]) -> bool:
+    texts = [text.lower() for pair in decoded.params.items() for text in pair]
+    return any(secret.lower() in text for secret in secrets for text in texts)
 
 
 @web.middleware
@@ -238,19 +272,19 @@ async def elsewhere(request: web.Request) -> web.StreamResponse:
     """Never 404, which would stop the gateway's retries: a variant of a known path is that path,
     another method on it 405, any other path 400."""
     path = target_path(request)
-    route = ROUTES.get(path)
+    route = ROUTES.get(HANDLER_PATH if account_of(path) is not None else path)
     bound = log.bind(peer=request.remote, method=request.method[:20], path=path[:200])
     metrics = request.app[METRICS]
     if route is None:
         bound.warning("request_rejected", code=400, reason="unknown path")
         if metrics is not None:
-            metrics.answered(400, UNKNOWN_KIND, "unknown_path")
+            metrics.answered(400, UNKNOWN_KIND, "unknown_path", UNKNOWN_ACCOUNT)
         return web.Response(status=400, text="bad request: unknown path\n")
     methods, handler = route
     if request.method not in methods:
         bound.warning("request_rejected", code=405, reason="method not allowed")
         if metrics is not None:
-            metrics.answered(405, UNKNOWN_KIND, "method")
+            metrics.answered(405, UNKNOWN_KIND, "method", UNKNOWN_ACCOUNT)
         return web.Response(status=405, headers={"Allow": ", ".join(methods)}, text="method not allowed\n")
     return await handler(request)
 

@@ -47,8 +47,9 @@ class IngressMetrics:
         build_info("ingress", registry)
         self.requests = Counter(
             "smsc_ingress_requests",
-            "Answers of the ingress, by HTTP code, event kind and the reason class of a refusal.",
-            ["code", "kind", "reason"],
+            "Answers of the ingress, by HTTP code, event kind, the reason class of a refusal and account "
+            "(`unknown` for any the deployment does not know).",
+            ["code", "kind", "reason", "account"],
             registry=registry,
         )
         self.duration = Histogram(
@@ -82,13 +83,14 @@ class IngressMetrics:
             multiprocess_mode="min",
         )
         # One child per label set, looked up by a tuple: `labels()` costs more than the increment.
-        self._answers: dict[tuple[int, str, str], Counter] = {}
+        self._answers: dict[tuple[int, str, str, str], Counter] = {}
 
-    def answered(self, code: int, kind: str, reason: str) -> None:
-        """Count one answer."""
-        child = self._answers.get((code, kind, reason))
+    def answered(self, code: int, kind: str, reason: str, account: str) -> None:
+        """Count one answer; `account` is a known account's name or `unknown`, never any other."""
+        key = (code, kind, reason, account)
+        child = self._answers.get(key)
         if child is None:
-            child = self._answers[code, kind, reason] = self.requests.labels(str(code), kind, reason)
+            child = self._answers[key] = self.requests.labels(str(code), kind, reason, account)
         child.inc()
 
     def written(self, requests: int, seconds: float) -> None:

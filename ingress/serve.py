@@ -1,27 +1,35 @@
-"""Running the ingress: one process, or N pre-forked processes sharing the port (SO_REUSEPORT)."""
+"""Running the ingress: one process, or N pre-forked processes sharing the port (SO_REUSEPORT).
+
+SIGHUP reloads the accounts file in every process: the supervising one passes it on to each.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import tempfile
+from collections.abc import AsyncIterator
 from types import FrameType
 
 import structlog
 import uvloop
 from aiohttp import web
 
-from ingress.app import create_app
+from ingress.app import ACCOUNTS, create_app
 from ingress.metrics import use_multiprocess
+from smsc.accounts import Accounts
 from smsc.settings import Settings
 
 log = structlog.get_logger("smsc.ingress")
 
 
-def serve(settings: Settings, host: str, port: int, processes: int) -> int:
+def serve(settings: Settings, accounts: Accounts, host: str, port: int, processes: int) -> int:
     """Serve until SIGTERM/SIGINT; with `processes` > 1 the kernel spreads connections over them."""
     settings.require_secret()  # refuse to start before forking anything
+    # Until a process has its own handler, a SIGHUP (a reload right after a start) must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     log.info(
         "ingress_starting",
         host=host,
@@ -30,9 +38,10 @@ def serve(settings: Settings, host: str, port: int, processes: int) -> int:
         hash=settings.hash_algorithm.value,
         signed=bool(settings.secret),
         queue=settings.queue,
+        accounts=sorted(accounts.by_name),
     )
     if processes == 1:
-        _run(settings, host, port, reuse_port=False)
+        _run(settings, accounts, host, port, reuse_port=False)
         return 0
     # The processes' metrics meet in files of a directory made fresh for this start (a previous
     # run's files must never add to the counts) and removed when the last process has stopped.
@@ -44,7 +53,7 @@ def serve(settings: Settings, host: str, port: int, processes: int) -> int:
             if pid == 0:
                 code = 1
                 try:
-                    _run(settings, host, port, reuse_port=True, metrics_dir=metrics_dir)
+                    _run(settings, accounts, host, port, reuse_port=True, metrics_dir=metrics_dir)
                     code = 0
                 finally:
                     os._exit(code)
@@ -56,14 +65,22 @@ def serve(settings: Settings, host: str, port: int, processes: int) -> int:
 
 
 def _run(
-    settings: Settings, host: str, port: int, *, reuse_port: bool, metrics_dir: str | None = None
+    settings: Settings,
+    accounts: Accounts,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool,
+    metrics_dir: str | None = None,
 ) -> None:
     if metrics_dir is not None:
         use_multiprocess(metrics_dir)
+    app = create_app(settings, metrics_dir, accounts)
+    app.cleanup_ctx.append(_reload_on_hangup)
     # aiohttp's access log prints the query string, which holds the secret: our own line replaces it.
     # uvloop: the same asyncio, with a faster event loop and sockets.
     web.run_app(
-        create_app(settings, metrics_dir),
+        app,
         host=host,
         port=port,
         reuse_port=reuse_port,
@@ -73,9 +90,17 @@ def _run(
     )
 
 
+async def _reload_on_hangup(app: web.Application) -> AsyncIterator[None]:
+    # A handler of the event loop: the reload runs between requests' steps, never inside one.
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, app[ACCOUNTS].reload)
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
+
+
 def _supervise(children: list[int]) -> int:
-    """Pass SIGTERM/SIGINT on to the children and wait for them; if one dies on its own, stop all,
-    so that the service manager restarts a whole, healthy ingress."""
+    """Pass SIGTERM/SIGINT/SIGHUP on to the children and wait for them; if one dies on its own, stop
+    all, so that the service manager restarts a whole, healthy ingress."""
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -84,8 +109,13 @@ def _supervise(children: list[int]) -> int:
         for pid in children:
             _kill(pid, signum)
 
+    def reload(signum: int, _frame: FrameType | None) -> None:
+        for pid in children:
+            _kill(pid, signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, reload)
     exit_code = 0
     running = set(children)
     while running:

@@ -11,6 +11,8 @@ import re
 
 from aiohttp import web
 
+from smsc.constants import DEFAULT_ACCOUNT
+
 HANDLER_PATH = "/smsc"
 
 _NOT_PRINTABLE = re.compile(rb"[^\x21-\x7e]")
@@ -59,3 +61,12 @@ def target_path(request: web.Request) -> str:
         elif part not in ("", "."):
             parts.append(part)
     return "/" + "/".join(parts)
+
+
+def account_of(path: str) -> str | None:
+    """The account a handler path names (`/smsc/{account}`; `/smsc` is `default`), None for any
+    other path. Any name at all: whether the deployment knows it is for the handler to say."""
+    if path == HANDLER_PATH:
+        return DEFAULT_ACCOUNT
+    prefix, _, name = path.partition(f"{HANDLER_PATH}/")
+    return name if not prefix and name and "/" not in name else None

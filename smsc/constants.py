@@ -24,3 +24,10 @@ REDIS_WAIT_TIMEOUT_MS: Final = 1000
 # Text put in place of hash parameters of the raw query string before it is stored:
 # the handler URL carries the secret itself there.
 REDACTED: Final = "redacted"
+
+# The account of `POST /smsc`, whose settings are the environment's (SMSC_SECRET, SMSC_HASH, ...).
+DEFAULT_ACCOUNT: Final = "default"
+# The metrics label of whatever account a deployment does not know: label values must stay few.
+UNKNOWN_ACCOUNT: Final = "unknown"
+# The `{account}` of `/smsc/{account}`: it goes into URLs, log lines, metrics labels and every table.
+ACCOUNT_NAME: Final = r"[A-Za-z0-9_-]{1,64}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final, cast
 
 import structlog
@@ -36,17 +36,17 @@ def mask_phone(value: str) -> str:
     return "*" * hidden + value[hidden:]
 
 
-def configure(level: int = logging.INFO, secret: str = "", *, mask_phones: bool = True) -> None:
-    """One event per line on stderr, with a UTC timestamp and the bound ids; `secret` never shows,
-    and phones show only their last 4 characters unless `mask_phones` is False."""
+def configure(level: int = logging.INFO, secrets: Iterable[str] = (), *, mask_phones: bool = True) -> None:
+    """One event per line on stderr, with a UTC timestamp and the bound ids; no one of `secrets`
+    ever shows, and phones show only their last 4 characters unless `mask_phones` is False."""
+    global _redacting
     renderer: Renderer = (
         structlog.dev.ConsoleRenderer()
         if sys.stderr.isatty()
         # json.dumps gives text: the renderer's `str | bytes` is only ever str here.
         else cast(Renderer, structlog.processors.JSONRenderer())
     )
-    if secret:
-        renderer = _Redacting(renderer, secret)
+    renderer = _redacting = _Redacting(renderer, secrets)
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     masking: list[Processor] = [_masked_phones] if mask_phones else []
     structlog.configure(
@@ -128,12 +128,31 @@ def _library_record(logger: WrappedLogger, method_name: str, event_dict: EventDi
     return event_dict
 
 
-class _Redacting:
-    """A renderer whose lines never hold the secret, in any letter case."""
+def hide(secrets: Iterable[str]) -> None:
+    """From now on, no line shows any of `secrets` either (new secrets of a reloaded accounts file)."""
+    if _redacting is not None:
+        _redacting.hide(secrets)
 
-    def __init__(self, renderer: Renderer, secret: str) -> None:
+
+class _Redacting:
+    """A renderer whose lines never hold one of the secrets, in any letter case."""
+
+    def __init__(self, renderer: Renderer, secrets: Iterable[str]) -> None:
         self._renderer = renderer
-        self._secret = re.compile(re.escape(secret), re.IGNORECASE)
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.hide(secrets)
+
+    def hide(self, secrets: Iterable[str]) -> None:
+        self._secrets.update(s for s in secrets if s)
+        # The longest first: a secret inside another one must not leave the rest of that one.
+        ordered = sorted(self._secrets, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
-        return self._secret.sub(REDACTED, self._renderer(logger, method_name, event_dict))
+        line = self._renderer(logger, method_name, event_dict)
+        return line if self._pattern is None else self._pattern.sub(REDACTED, line)
+
+
+# The renderer of the last `configure`, for `hide`.
+_redacting: _Redacting | None = None

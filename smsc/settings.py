@@ -7,12 +7,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from smsc.constants import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
 from smsc.redisconn import check_url
+
+# The gateway only takes these characters in the handler URL's secret.
+SECRET_CHARACTERS: Final = r"[A-Za-z0-9_-]+"  # noqa: S105 - a pattern, not a secret
 
 
 class LogPhones(StrEnum):
@@ -43,6 +47,8 @@ class Settings:
     dead_letter_days: int
     log_phones: LogPhones
     metrics: bool
+    # The TOML file of the accounts besides `default` (smsc/accounts.py); "" for none.
+    accounts_file: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,8 +70,7 @@ class Settings:
             raise ConfigError(f"SMSC_TZ {tz_name!r} is not a known time zone") from None
         max_body = _positive_int(e, "SMSC_MAX_BODY", 64 * 1024)
         secret = e.get("SMSC_SECRET", "")
-        # The gateway only takes these characters in the handler URL's secret.
-        if secret and not re.fullmatch(r"[A-Za-z0-9_-]+", secret):
+        if secret and not re.fullmatch(SECRET_CHARACTERS, secret):
             raise ConfigError("SMSC_SECRET may hold only latin letters, digits, '-' and '_'")
         phones = e.get("SMSC_LOG_PHONES", "") or LogPhones.MASKED.value
         try:
@@ -92,6 +97,7 @@ class Settings:
             dead_letter_days=_positive_int(e, "SMSC_DEAD_LETTER_DAYS", 30),
             log_phones=log_phones,
             metrics=_on_off(e, "SMSC_METRICS"),
+            accounts_file=e.get("SMSC_ACCOUNTS_FILE", ""),
         )
 
     def require_secret(self) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 import structlog
 from rq import get_current_job
 
-from smsc.exceptions import BadRequest, PermanentError
+from smsc import logs
+from smsc.accounts import Account, Accounts, load
+from smsc.exceptions import BadRequest, ConfigError, PermanentError
 from smsc.protocol import RawRequest, decode
 from smsc.protocol.decode import peek
 from smsc.protocol.fields import event_ids
@@ -27,10 +29,11 @@ PURGE_EVERY_SECONDS = 3600.0
 
 @dataclass
 class WorkerContext:
-    """What a job needs from its process: settings and the kept database connection."""
+    """What a job needs from its process: settings, accounts and the kept database connection."""
 
     settings: Settings
     store: Store
+    accounts: Accounts
     next_purge: float = field(default=0.0)
 
 
@@ -47,7 +50,7 @@ def _current() -> WorkerContext:
     # A plain `rq worker` started without our command still works: build from the environment.
     if _context is None:
         settings = Settings.from_env()
-        install(WorkerContext(settings=settings, store=Store(settings.database_url)))
+        install(WorkerContext(settings=settings, store=Store(settings.database_url), accounts=load(settings)))
     assert _context is not None
     return _context
 
@@ -69,22 +72,32 @@ def _process(requests: list[dict[str, Any]]) -> None:
     ctx = _current()
     job = get_current_job()
     job_id = job.id if job is not None else "-"
-    items = [_pending(item, ctx.settings) for item in requests]
+    raws = [_raw(item) for item in requests]
+    if any(ctx.accounts.get(raw.account) is None for raw in raws):
+        # An account added to the file since this worker read it (the ingress knew it already).
+        _reload(ctx)
+    items = [_pending(raw, ctx) for raw in raws]
     metrics.JOB_REQUESTS.observe(len(items))
     outcomes = ctx.store.save(items, job_id)
-    _count(outcomes, committed_at=time.time())
+    _count(outcomes, ctx.accounts, committed_at=time.time())
     for outcome in outcomes:
         ids = outcome.pending.ids or {}
+        raw = outcome.pending.raw
         if outcome.result == "dead_letter":
             log.error(
-                "event_dead_lettered", rid=outcome.pending.raw.rid, job=job_id, reason=outcome.reason, **ids
+                "event_dead_lettered",
+                rid=raw.rid,
+                account=raw.account,
+                job=job_id,
+                reason=outcome.reason,
+                **ids,
             )
         elif outcome.result == "conflict":
             log.warning(
-                "event_conflict", rid=outcome.pending.raw.rid, job=job_id, reason=outcome.reason, **ids
+                "event_conflict", rid=raw.rid, account=raw.account, job=job_id, reason=outcome.reason, **ids
             )
         else:
-            log.info(f"event_{outcome.result}", rid=outcome.pending.raw.rid, **ids)
+            log.info(f"event_{outcome.result}", rid=raw.rid, account=raw.account, **ids)
     if time.monotonic() >= ctx.next_purge:
         ctx.next_purge = time.monotonic() + PURGE_EVERY_SECONDS
         purged = ctx.store.purge(ctx.settings.dead_letter_days)
@@ -97,30 +110,49 @@ def _process(requests: list[dict[str, Any]]) -> None:
             )
 
 
-def _count(outcomes: list[Outcome], committed_at: float) -> None:
+def _count(outcomes: list[Outcome], accounts: Accounts, committed_at: float) -> None:
     for outcome in outcomes:
         kind = (outcome.pending.ids or {}).get("kind", metrics.UNKNOWN_KIND)
-        metrics.EVENTS.labels(kind, outcome.result).inc()
+        metrics.EVENTS.labels(kind, outcome.result, accounts.label(outcome.pending.raw.account)).inc()
         if outcome.result == "stored":
             metrics.LAG.observe(committed_at - outcome.pending.raw.received_at)
 
 
-def _pending(item: Any, settings: Settings) -> Pending:
+def _raw(item: Any) -> RawRequest:
     try:
-        raw = RawRequest.from_json(item)
+        return RawRequest.from_json(item)
     except PermanentError as e:
         # Not one of ours at all: nothing to keep but the reason, so the job fails loudly instead.
         raise PermanentError(f"job argument is not a raw request: {e.reason}") from e
+
+
+def _reload(ctx: WorkerContext) -> None:
     try:
-        return _read(raw, settings)
+        accounts = load(ctx.settings)
+    except ConfigError as e:
+        log.error("accounts_reload_failed", reason=e.reason, kept=sorted(ctx.accounts.by_name))
+        return
+    logs.hide(accounts.secrets)
+    ctx.accounts = accounts
+    log.info("accounts_reloaded", accounts=sorted(accounts.by_name))
+
+
+def _pending(raw: RawRequest, ctx: WorkerContext) -> Pending:
+    account = ctx.accounts.get(raw.account)
+    if account is None:
+        # Kept for replay once the file names the account (see README, "Accounts").
+        ids = peek(raw.body, raw.query, raw.content_type, ctx.settings.default_charset)
+        return Pending(raw, None, PermanentError(f"unknown account {raw.account!r}"), ids=ids)
+    try:
+        return _read(raw, account)
     except Exception as e:  # a bug of ours must cost this request alone, kept for replay
         # Not even peek(): it would meet the same bug.
         log.exception("event_unreadable", rid=raw.rid)
         return Pending(raw, None, PermanentError(f"internal error: {type(e).__name__}: {e}"))
 
 
-def _read(raw: RawRequest, settings: Settings) -> Pending:
-    charset = settings.default_charset
+def _read(raw: RawRequest, account: Account) -> Pending:
+    charset = account.charset
     try:
         decoded = decode(raw.body, raw.query, raw.content_type, charset)
     except BadRequest as e:
@@ -129,7 +161,7 @@ def _read(raw: RawRequest, settings: Settings) -> Pending:
     ids = event_ids(decoded.params)
     try:
         return Pending(
-            raw, normalize(decoded, settings.tz, datetime.fromtimestamp(raw.received_at, UTC)), ids=ids
+            raw, normalize(decoded, account.tz, datetime.fromtimestamp(raw.received_at, UTC)), ids=ids
         )
     except PermanentError as e:
         return Pending(raw, None, PermanentError(f"{decoded.kind}: {e.reason}"), ids=ids)

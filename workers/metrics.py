@@ -16,8 +16,9 @@ UNKNOWN_KIND = "unknown"
 
 EVENTS = Counter(
     "smsc_worker_events",
-    "Requests processed, by event kind and outcome: stored, duplicate, dead_letter, conflict.",
-    ["kind", "outcome"],
+    "Requests processed, by event kind, outcome (stored, duplicate, dead_letter, conflict) and account "
+    "(`unknown` for any the worker's accounts file does not name).",
+    ["kind", "outcome", "account"],
 )
 JOB_DURATION = Histogram(
     "smsc_worker_job_duration_seconds",

@@ -19,6 +19,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from smsc import logs
+from smsc.accounts import load
 from smsc.redisconn import close, sync_client
 from smsc.settings import Settings
 from workers import metrics
@@ -79,10 +81,12 @@ def run(settings: Settings, *, burst: bool, metrics_at: tuple[str, int] | None =
     # cleanly: nothing runs yet that it would interrupt.
     signal.signal(signal.SIGTERM, _exit)
     signal.signal(signal.SIGINT, _exit)
+    accounts = load(settings)
+    logs.hide(accounts.secrets)
     if metrics_at is not None:
         metrics.serve(*metrics_at)
     store = Store(settings.database_url)
-    install(WorkerContext(settings=settings, store=store))
+    install(WorkerContext(settings=settings, store=store, accounts=accounts))
     connection = sync_client(settings.redis_url)
     try:
         _work_until_stopped(settings, connection, burst=burst, metrics_at=metrics_at)

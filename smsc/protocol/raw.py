@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from smsc.constants import REDACTED
+from smsc.constants import ACCOUNT_NAME, DEFAULT_ACCOUNT, REDACTED
 from smsc.exceptions import PermanentError
 from smsc.protocol.fields import HASH_PARAMS
 
@@ -29,6 +29,8 @@ class RawRequest:
     query: str
     content_type: str
     body: bytes
+    # The `{account}` of the URL it came to; `default` for `POST /smsc`.
+    account: str = DEFAULT_ACCOUNT
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form: RQ's JSON serializer carries it, and bytes travel as base64."""
@@ -38,11 +40,15 @@ class RawRequest:
             "query": self.query,
             "content_type": self.content_type,
             "body": base64.b64encode(self.body).decode("ascii"),
+            "account": self.account,
         }
 
     @classmethod
     def from_json(cls, data: Any) -> RawRequest:
-        """Rebuild a raw request from `to_json` output; anything else is a permanent error."""
+        """Rebuild a raw request from `to_json` output; anything else is a permanent error.
+
+        A job queued before there were accounts has none: it came to `POST /smsc`, `default`.
+        """
         try:
             text = {name: data[name] for name in ("rid", "query", "content_type", "body")}
             received_at = data["received_at"]
@@ -53,12 +59,16 @@ class RawRequest:
             # A unix time a datetime can hold: every later step turns it into one.
             if not 0 <= received_at < _LATEST:
                 raise ValueError(f"received_at {received_at!r} is no time")
+            account = data.get("account", DEFAULT_ACCOUNT)
+            if not isinstance(account, str) or not re.fullmatch(ACCOUNT_NAME, account):
+                raise ValueError(f"account {str(account)[:80]!r} is no account name")
             return cls(
                 rid=text["rid"],
                 received_at=float(received_at),
                 query=text["query"],
                 content_type=text["content_type"],
                 body=base64.b64decode(text["body"], validate=True),
+                account=account,
             )
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
             raise PermanentError(f"malformed raw request: {e}") from e

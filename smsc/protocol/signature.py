@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from smsc.exceptions import InvalidSignature
 from smsc.protocol.decode import Decoded
@@ -72,3 +72,25 @@ def verify(decoded: Decoded, algorithm: HashAlgorithm, secret: str) -> None:
             matched |= hmac.compare_digest(candidate, form.encode("ascii"))
     if not matched:
         raise InvalidSignature(f"{algorithm.value} hash does not match")
+
+
+def verify_any(decoded: Decoded, algorithm: HashAlgorithm, secrets: Sequence[str]) -> int:
+    """Raise InvalidSignature unless the request's hash matches one of `secrets` (two during a
+    rotation); return the position of the one that did, for the log: it tells when the old one
+    is no longer used.
+
+    Every secret is checked, also after a match: the time taken does not tell which one matched.
+    """
+    if not secrets:
+        raise ValueError("verify_any needs at least one secret")
+    matched: list[int] = []
+    refusals: list[InvalidSignature] = []
+    for position, secret in enumerate(secrets):
+        try:
+            verify(decoded, algorithm, secret)
+            matched.append(position)
+        except InvalidSignature as e:
+            refusals.append(e)
+    if not matched:
+        raise refusals[0]
+    return matched[0]
