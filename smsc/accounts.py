@@ -196,6 +196,13 @@ class _Lines:
         """An error about account `name`, or one of its keys."""
         header = re.compile(rf"\s*\[\s*accounts\s*\.\s*[\"']?{re.escape(name)}[\"']?\s*\]")
         start = self._find(header, 0, len(self._lines))
+        if start is None:
+            # Not a table of its own: `name = ...` in [accounts], or a dotted key.
+            start = self._find(
+                re.compile(rf"\s*(accounts\s*\.\s*)?[\"']?{re.escape(name)}[\"']?\s*[=.]"),
+                0,
+                len(self._lines),
+            )
         index = start
         if start is not None and key is not None:
             end = self._find(re.compile(r"\s*\["), start + 1, len(self._lines))

@@ -98,3 +98,14 @@ def test_log_lines_mask_phones_unless_asked_for_in_full(
     structlog.get_logger("test").info("event_stored", **fields)
     line = json.loads(capsys.readouterr().err)
     assert {k: line[k] for k in fields} == (masked if mask else full)
+
+
+def test_no_secret_shows_in_a_line_also_one_added_later(
+    reconfigured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every secret given at start, and those of a reloaded accounts file, are redacted in any case."""
+    logs.configure(secrets=["Env-Secret", "Short"])
+    logs.hide(["Added-Later-1"])
+    structlog.get_logger("test").info("event", a="x ENV-SECRET y", b="added-later-1", c="Short-Env-Secret")
+    line = json.loads(capsys.readouterr().err)
+    assert {k: line[k] for k in "abc"} == {"a": "x redacted y", "b": "redacted", "c": "redacted-redacted"}

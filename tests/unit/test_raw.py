@@ -89,6 +89,12 @@ def _with(**changes: Any) -> dict[str, Any]:
         pytest.param(_with(received_at=1e20), id="received-at-past-year-9999"),
         pytest.param(_with(received_at=float("nan")), id="received-at-nan"),
         pytest.param(_with(received_at=float("inf")), id="received-at-inf"),
+        pytest.param(_with(account=None), id="account-none"),
+        pytest.param(_with(account=7), id="account-number"),
+        pytest.param(_with(account=""), id="account-empty"),
+        pytest.param(_with(account="shop/1"), id="account-slash"),
+        pytest.param(_with(account="магазин"), id="account-cyrillic"),
+        pytest.param(_with(account="a" * 65), id="account-65-characters"),
     ],
 )
 def test_malformed_raw_json_is_a_permanent_error(data: Any) -> None:
@@ -156,3 +162,19 @@ def test_wrongly_typed_fields_are_a_permanent_error(field: str, value: object) -
     data[field] = value
     with pytest.raises(PermanentError):
         RawRequest.from_json(data)
+
+
+@pytest.mark.parametrize("account", ["default", "shop", "Sub-client_2", "a" * 64])
+def test_the_account_survives_a_json_round_trip(account: str) -> None:
+    """The job carries the account the request came to, and a replay keeps it."""
+    data = json.loads(json.dumps(_with(account=account)))
+    assert data["account"] == account
+    request = RawRequest.from_json(data)
+    assert request.account == account
+    assert request.to_json()["account"] == account
+
+
+def test_a_job_of_the_previous_release_is_the_default_account() -> None:
+    """A raw request queued before there were accounts has none: it came to POST /smsc."""
+    assert "account" not in _valid()
+    assert RawRequest.from_json(_valid()).account == "default"

@@ -1,0 +1,297 @@
+"""Many accounts through the real ingress, worker and PostgreSQL: each account's secrets, hash,
+charset and time zone; unknown accounts 403; rotation; and, in a real `serve --workers 2`, SIGHUP
+reloading the file without dropping a request in flight, a bad file kept out at start and on reload."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from ingress.app import create_app
+from smsc.protocol.raw import RawRequest
+from smsc.queue import build_job, stage_job
+from smsc.settings import Settings
+from tests.integration.conftest import service_env
+from tests.integration.procs import COMMAND, environment
+from tests.integration.servers import wait_until
+from tests.integration.test_ingress import post, status_line
+from tests.integration.test_ingress_process_logs import LoggedIngress
+from tests.integration.test_ingress_process_logs import post as raw_post
+from tests.payloads import PY_CODEC, SAMPLES, SECRET, Request, build, sign
+from workers.runner import run
+
+# Two accounts that differ in everything; shop is halfway through a rotation.
+SHOP_NEW, SHOP_OLD, WEB = "shop-New_1", "shop-Old_0", "web-Secret_7"
+ACCOUNTS = f"""
+[accounts.shop]
+secrets = ["{SHOP_NEW}", "{SHOP_OLD}"]
+hash = "sha1"
+charset = "utf-8"
+tz = "Asia/Vladivostok"
+
+[accounts.web]
+secret = "{WEB}"
+hash = "crc32"
+charset = "koi8-r"
+tz = "UTC"
+"""
+ALL_SECRETS = (SECRET, SHOP_NEW, SHOP_OLD, WEB)
+
+
+def unnamed_charset(kind: str, params: dict[str, str], algorithm: str, secret: str, charset: str) -> Request:
+    """A form callback from a handler URL naming no charset: only the account says how to read it."""
+    fields = {**params, algorithm: sign(kind, params, algorithm, secret, PY_CODEC[charset])}
+    body = urlencode(fields, encoding=PY_CODEC[charset]).encode("ascii")
+    return Request(body, f"{algorithm}={secret}", "application/x-www-form-urlencoded")
+
+
+def settings_for(path: Path, text: str = ACCOUNTS, **overrides: str) -> Settings:
+    path.write_text(text, encoding="utf-8")
+    return Settings.from_env(service_env(SMSC_ACCOUNTS_FILE=str(path), **overrides))
+
+
+def queued(redis_db: Redis) -> list[dict[str, Any]]:
+    """The raw requests in the queue, as the ingress wrote them."""
+    queue = Queue(service_env()["SMSC_QUEUE"], connection=redis_db, serializer=JSONSerializer)
+    return [raw for job in queue.get_jobs() for raw in job.args[0]]
+
+
+def enqueue(redis_db: Redis, raw: RawRequest, settings: Settings) -> None:
+    """Queue `raw` as the ingress would."""
+    pipe = redis_db.pipeline()
+    stage_job(pipe, build_job([raw], settings), settings)
+    pipe.execute()
+
+
+@pytest.fixture
+async def shop_and_web(tmp_path: Path, redis_db: Redis, db: Any) -> Any:
+    """An ingress (in this process) for `default`, shop and web."""
+    settings = settings_for(tmp_path / "accounts.toml")
+    async with TestClient(TestServer(create_app(settings))) as client:
+        yield settings, client
+
+
+async def test_each_account_reads_with_its_own_settings(shop_and_web: Any, db: Any, redis_db: Redis) -> None:
+    """A status's `time` is read in its account's time zone, an incoming SMS's text in its account's
+    charset, each verified with its account's secret and algorithm; the job names the account."""
+    settings, client = shop_and_web
+    status = {**SAMPLES["status"], "ts": ""}  # `time` alone: its zone is the account's
+    incoming = SAMPLES["incoming"]
+    sent = [
+        ("/smsc/shop", unnamed_charset("status", {**status, "id": "1"}, "sha1", SHOP_NEW, "utf-8")),
+        ("/smsc/web", unnamed_charset("status", {**status, "id": "2"}, "crc32", WEB, "koi8-r")),
+        ("/smsc", unnamed_charset("status", {**status, "id": "3"}, "md5", SECRET, "windows-1251")),
+        ("/smsc/shop", unnamed_charset("incoming", {**incoming, "id": "11"}, "sha1", SHOP_NEW, "utf-8")),
+        ("/smsc/web", unnamed_charset("incoming", {**incoming, "id": "12"}, "crc32", WEB, "koi8-r")),
+    ]
+    for path, request in sent:
+        assert await post(client, request, path) == (200, "OK\n"), path
+    assert [raw["account"] for raw in queued(redis_db)] == ["shop", "web", "default", "shop", "web"]
+    run(settings, burst=True)
+    # 14.11.23 22:13:20 local: Vladivostok is UTC+10, Moscow UTC+3.
+    assert sorted(db.execute("SELECT message_id, status_at FROM status_events").fetchall()) == [
+        (1, datetime(2023, 11, 14, 12, 13, 20, tzinfo=UTC)),
+        (2, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        (3, datetime(2023, 11, 14, 19, 13, 20, tzinfo=UTC)),
+    ]
+    assert sorted(db.execute("SELECT id, text FROM incoming_messages").fetchall()) == [
+        (11, "Привет, мир!"),
+        (12, "Привет, мир!"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "secret", "algorithm", "code"),
+    [
+        ("/smsc/shop", SHOP_NEW, "sha1", 200),
+        ("/smsc/shop", SHOP_OLD, "sha1", 200),  # the rotation: the old secret still works
+        ("/smsc/shop", "shop-Third_2", "sha1", 403),
+        ("/smsc/shop", SHOP_NEW, "md5", 403),  # another account's algorithm
+        ("/smsc/shop", WEB, "sha1", 403),  # another account's secret
+        ("/smsc/web", SHOP_NEW, "crc32", 403),
+        ("/smsc", SHOP_NEW, "md5", 403),
+        ("/smsc/default", SECRET, "md5", 200),  # `default` by its name too
+        ("/smsc/shop/", SHOP_OLD, "sha1", 200),  # a trailing slash
+        ("/smsc//x/../shop", SHOP_OLD, "sha1", 200),  # a variant of the path
+        ("/smsc/sh%6Fp", SHOP_OLD, "sha1", 200),  # an escaped letter is that letter
+        ("/smsc/other", SECRET, "md5", 403),  # an account nobody configured
+        ("/smsc/SHOP", SHOP_NEW, "sha1", 403),  # names are case-sensitive
+        ("/smsc/unknown", SECRET, "md5", 403),
+        ("/smsc/shop.ru", SECRET, "md5", 403),  # no account name: still not a 404
+        ("/smsc/%D0%BC%D0%B0%D0%B3", SECRET, "md5", 403),
+        ("/smsc/%00", SECRET, "md5", 403),
+        ("/smsc/" + "a" * 300, SECRET, "md5", 403),
+        ("/smsc/shop/x", SHOP_NEW, "sha1", 400),  # not a handler path
+    ],
+)
+async def test_what_each_account_path_answers(
+    shop_and_web: Any, path: str, secret: str, algorithm: str, code: int
+) -> None:
+    """An account accepts only its own secrets and algorithm; an unknown account or a name that is
+    none is 403, another path 400: never 404."""
+    _, client = shop_and_web
+    answer, text = await post(client, build("status", algorithm=algorithm, secret=secret), path)
+    assert answer == code, text
+    if code == 403 and path.startswith("/smsc/") and path not in ("/smsc/shop", "/smsc/web"):
+        assert text == "forbidden: unknown account\n"
+
+
+async def test_another_method_on_an_account_path_is_405(shop_and_web: Any) -> None:
+    """GET on an account's handler path is the handler's 405, as on /smsc."""
+    _, client = shop_and_web
+    for path in ("/smsc/shop", "/smsc/nobody"):
+        resp = await client.get(path)
+        assert (resp.status, resp.headers["Allow"]) == (405, "POST")
+
+
+async def test_an_unknown_account_is_refused_before_its_body_is_read(shop_and_web: Any) -> None:
+    """A 403 for an unknown account comes at once, without waiting for a body that never comes."""
+    _, client = shop_and_web
+    line = await status_line(client, b"POST /smsc/nobody HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    assert line.startswith(b"HTTP/1.1 403")
+
+
+async def test_no_secret_of_the_account_is_stored(shop_and_web: Any, redis_db: Redis) -> None:
+    """Both secrets of a rotating account are redacted from the stored query and body, wherever
+    they appear (here in fields of their own)."""
+    _, client = shop_and_web
+    params = {**SAMPLES["status"], "sender": SHOP_OLD, "comment": SHOP_NEW.upper()}
+    request = build("status", algorithm="sha1", secret=SHOP_NEW, params=params)
+    assert (await post(client, request, "/smsc/shop"))[0] == 200
+    (raw,) = queued(redis_db)
+    stored = RawRequest.from_json(raw)
+    text = (stored.query + stored.body.decode("ascii")).lower()
+    assert [s for s in ALL_SECRETS if s.lower() in text] == []
+    assert "redacted" in stored.query
+
+
+async def test_metrics_count_known_accounts_and_unknown_as_one(shop_and_web: Any) -> None:
+    """The request counter's `account` label is a configured account or `unknown`: a name nobody
+    configured never becomes a label value."""
+    _, client = shop_and_web
+    await post(client, build("status", algorithm="sha1", secret=SHOP_NEW), "/smsc/shop")
+    await post(client, build("status"), "/smsc")
+    for name in ("nobody", "nobody-else"):
+        await post(client, build("status"), f"/smsc/{name}")
+    exposition = await (await client.get("/metrics")).text()
+    lines = [line for line in exposition.splitlines() if line.startswith("smsc_ingress_requests_total{")]
+    accounts = {line.split('account="')[1].split('"')[0] for line in lines}
+    assert accounts == {"shop", "default", "unknown"}
+    assert [line for line in lines if 'account="unknown"' in line] == [
+        'smsc_ingress_requests_total{account="unknown",code="403",kind="unknown",reason="account"} 2.0'
+    ]
+
+
+def test_a_job_for_an_account_the_worker_does_not_know_is_a_dead_letter(
+    tmp_path: Path, db: Any, redis_db: Redis
+) -> None:
+    """A raw request naming an account missing from the worker's file (removed since) is kept as a
+    dead letter saying so, to replay once the file is fixed."""
+    settings = settings_for(tmp_path / "accounts.toml")
+    r = build("status")
+    raw = RawRequest("r-gone", 1700000000.0, r.query, r.content_type, r.body, account="gone")
+    enqueue(redis_db, raw, settings)
+    run(settings, burst=True)
+    assert db.execute("SELECT request_id, reason, raw->>'account' FROM dead_letters").fetchall() == [
+        ("r-gone", "unknown account 'gone'", "gone")
+    ]
+    assert db.execute("SELECT count(*) FROM status_events").fetchone() == (0,)
+
+
+def test_a_worker_learns_an_account_added_since_it_started(tmp_path: Path, db: Any, redis_db: Redis) -> None:
+    """An account added to the file after the worker read it is found when its first job comes."""
+    path = tmp_path / "accounts.toml"
+    settings = settings_for(path, "")
+    path.write_text(ACCOUNTS, encoding="utf-8")
+    r = build("status", algorithm="sha1", secret=SHOP_NEW)
+    raw = RawRequest("r-new", 1700000000.0, r.query, r.content_type, r.body, account="shop")
+    enqueue(redis_db, raw, settings)
+    run(settings, burst=True)
+    assert db.execute("SELECT message_id FROM status_events").fetchall() == [(1001,)]
+    assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
+
+
+def test_a_bad_file_at_start_is_refused_naming_the_line(tmp_path: Path) -> None:
+    """`serve` with a broken accounts file exits 2 before listening, naming the file and the line,
+    and without the secret that the file does hold."""
+    path = tmp_path / "accounts.toml"
+    path.write_text(f'[accounts.shop]\nsecret = "{WEB}"\nhash = "sha256"\n', encoding="utf-8")
+    env = environment(SMSC_ACCOUNTS_FILE=str(path))
+    done = subprocess.run(
+        [COMMAND, "serve", "--port", "1"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert f"{path}, line 3: account 'shop': hash must be md5, sha1 or crc32" in err
+    assert WEB.lower() not in err.lower()
+
+
+def test_sighup_reloads_every_process(tmp_path: Path, redis_db: Redis, db: Any) -> None:
+    """In `serve --workers 2`: SIGHUP to the main process reloads the file in both processes; a bad
+    file on reload keeps the accounts as they were, each process logging why; a request whose body
+    is still arriving during a reload is answered 200; no line holds a secret."""
+    path = tmp_path / "accounts.toml"
+    path.write_text(ACCOUNTS, encoding="utf-8")
+    ingress = LoggedIngress(tmp_path / "ingress.log", processes=2, SMSC_ACCOUNTS_FILE=str(path))
+    try:
+        late = "late-Secret_3"
+        signed = build("status", algorithm="md5", secret=late)
+        head = b"Content-Type: " + signed.content_type.encode() + b"\r\n"
+        target = b"/smsc/late?" + signed.query.encode()
+        # Many connections: the kernel spreads them over both processes.
+        assert {ingress.send(raw_post(target, signed.body, head))[9:12] for _ in range(16)} == {b"403"}
+
+        # A request to shop whose handler waits for its body when the reload removes shop: the
+        # 100 Continue says the handler has it.
+        shop = build("status", algorithm="sha1", secret=SHOP_NEW)
+        in_flight = socket.create_connection(("127.0.0.1", ingress.port), timeout=20)
+        request = raw_post(
+            b"/smsc/shop?" + shop.query.encode(), shop.body, head + b"Expect: 100-continue\r\n"
+        )
+        headers, body = request.split(b"\r\n\r\n", 1)
+        in_flight.sendall(headers + b"\r\n\r\n")
+        answers = in_flight.makefile("rb")
+        assert answers.readline().startswith(b"HTTP/1.1 100")
+        answers.readline()
+
+        path.write_text(f'[accounts.late]\nsecret = "{late}"\n', encoding="utf-8")
+        ingress.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: events(ingress).count("accounts_reloaded") == 2, 20, "both processes reloaded")
+        in_flight.sendall(body)
+        assert answers.readline().startswith(b"HTTP/1.1 200")
+        in_flight.close()
+        assert {ingress.send(raw_post(target, signed.body, head))[9:12] for _ in range(16)} == {b"200"}
+
+        path.write_text(f'[accounts.late]\nsecret = "{late}"\nhash = "sha256"\n', encoding="utf-8")
+        ingress.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: events(ingress).count("accounts_reload_failed") == 2, 20, "both processes failed")
+        assert {ingress.send(raw_post(target, signed.body, head))[9:12] for _ in range(16)} == {b"200"}
+    finally:
+        assert ingress.stop() == 0
+    lines = [json.loads(line) for line in ingress.lines()]
+    failed = [e for e in lines if e["event"] == "accounts_reload_failed"]
+    assert {e["reason"] for e in failed} == {
+        f"{path}, line 3: account 'late': hash must be md5, sha1 or crc32"
+    }
+    assert {tuple(e["kept"]) for e in failed} == {("default", "late")}
+    assert {tuple(e["accounts"]) for e in lines if e["event"] == "accounts_reloaded"} == {("default", "late")}
+    stored = [e for e in lines if e["event"] == "request_stored"]
+    assert [e["account"] for e in stored] == ["shop"] + ["late"] * 32
+    text = "\n".join(ingress.lines()).lower()
+    assert [s for s in (*ALL_SECRETS, late) if s.lower() in text] == []
+
+
+def events(ingress: LoggedIngress) -> list[str]:
+    return [json.loads(line)["event"] for line in ingress.lines()]
