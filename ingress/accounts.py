@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import structlog
-
-from smsc import logs
-from smsc.accounts import Accounts, load
-from smsc.exceptions import ConfigError
+from smsc.accounts import Accounts, reload
 from smsc.settings import Settings
-
-log = structlog.get_logger("smsc.ingress")
 
 
 class AccountBook:
@@ -21,13 +15,5 @@ class AccountBook:
         self.current = accounts
 
     def reload(self) -> None:
-        """Read the file again; if it cannot be used, keep the accounts as they are and say why."""
-        try:
-            accounts = load(self._settings)
-        except ConfigError as e:
-            # The reason names the file and the line, never a secret (smsc/accounts.py).
-            log.error("accounts_reload_failed", reason=e.reason, kept=sorted(self.current.by_name))
-            return
-        logs.hide(accounts.secrets)
-        self.current = accounts
-        log.info("accounts_reloaded", accounts=sorted(accounts.by_name))
+        """Read the file again; if it cannot be used, keep the accounts as they are (logged)."""
+        self.current = reload(self._settings, self.current)

@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
+
+from smsc import logs
 from smsc.constants import ACCOUNT_NAME, DEFAULT_ACCOUNT, UNKNOWN_ACCOUNT
 from smsc.exceptions import ConfigError
 from smsc.protocol.fields import HashAlgorithm, UnknownCharset, codec_for
 from smsc.settings import SECRET_CHARACTERS, Settings
+
+log = structlog.get_logger("smsc")
 
 # `default` is the environment's account; `unknown` stands for all others in metrics labels.
 RESERVED_NAMES: Final = frozenset({DEFAULT_ACCOUNT, UNKNOWN_ACCOUNT})
@@ -83,6 +88,19 @@ def load(settings: Settings) -> Accounts:
     except OSError as e:
         raise ConfigError(f"SMSC_ACCOUNTS_FILE {path}: cannot read it: {e.strerror or e}") from e
     return parse(data, path, default)
+
+
+def reload(settings: Settings, current: Accounts) -> Accounts:
+    """The file read again; if it cannot be used, `current`, and a line saying why."""
+    try:
+        accounts = load(settings)
+    except ConfigError as e:
+        # The reason names the file and the line, never a secret.
+        log.error("accounts_reload_failed", reason=e.reason, kept=sorted(current.by_name))
+        return current
+    logs.hide(accounts.secrets)
+    log.info("accounts_reloaded", accounts=sorted(accounts.by_name))
+    return accounts
 
 
 def parse(data: bytes, source: str, default: Account) -> Accounts:

@@ -10,9 +10,8 @@ from typing import Any
 import structlog
 from rq import get_current_job
 
-from smsc import logs
-from smsc.accounts import Account, Accounts, load
-from smsc.exceptions import BadRequest, ConfigError, PermanentError
+from smsc.accounts import Account, Accounts, load, reload
+from smsc.exceptions import BadRequest, PermanentError
 from smsc.protocol import RawRequest, decode
 from smsc.protocol.decode import peek
 from smsc.protocol.fields import event_ids
@@ -75,7 +74,7 @@ def _process(requests: list[dict[str, Any]]) -> None:
     raws = [_raw(item) for item in requests]
     if any(ctx.accounts.get(raw.account) is None for raw in raws):
         # An account added to the file since this worker read it (the ingress knew it already).
-        _reload(ctx)
+        ctx.accounts = reload(ctx.settings, ctx.accounts)
     items = [_pending(raw, ctx) for raw in raws]
     metrics.JOB_REQUESTS.observe(len(items))
     outcomes = ctx.store.save(items, job_id)
@@ -126,17 +125,6 @@ def _raw(item: Any) -> RawRequest:
         raise PermanentError(f"job argument is not a raw request: {e.reason}") from e
 
 
-def _reload(ctx: WorkerContext) -> None:
-    try:
-        accounts = load(ctx.settings)
-    except ConfigError as e:
-        log.error("accounts_reload_failed", reason=e.reason, kept=sorted(ctx.accounts.by_name))
-        return
-    logs.hide(accounts.secrets)
-    ctx.accounts = accounts
-    log.info("accounts_reloaded", accounts=sorted(accounts.by_name))
-
-
 def _pending(raw: RawRequest, ctx: WorkerContext) -> Pending:
     account = ctx.accounts.get(raw.account)
     if account is None:
@@ -147,7 +135,7 @@ def _pending(raw: RawRequest, ctx: WorkerContext) -> Pending:
         return _read(raw, account)
     except Exception as e:  # a bug of ours must cost this request alone, kept for replay
         # Not even peek(): it would meet the same bug.
-        log.exception("event_unreadable", rid=raw.rid)
+        log.exception("event_unreadable", rid=raw.rid, account=raw.account)
         return Pending(raw, None, PermanentError(f"internal error: {type(e).__name__}: {e}"))
 
 
