@@ -1,5 +1,6 @@
 """Names and tunables shared by the ingress and the workers."""
 
+import re
 from typing import Final
 
 # Where Redis and PostgreSQL are when REDIS_URL and DATABASE_URL are not set.
@@ -24,3 +25,7 @@ REDIS_WAIT_TIMEOUT_MS: Final = 1000
 # Text put in place of hash parameters of the raw query string before it is stored:
 # the handler URL carries the secret itself there.
 REDACTED: Final = "redacted"
+
+# The account of POST /smsc, configured by the environment; others are named by POST /smsc/{account}.
+DEFAULT_ACCOUNT: Final = "default"
+ACCOUNT_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")

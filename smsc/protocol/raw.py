@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from smsc.constants import REDACTED
+from smsc.constants import ACCOUNT_NAME, DEFAULT_ACCOUNT, REDACTED
 from smsc.exceptions import PermanentError
 from smsc.protocol.fields import HASH_PARAMS
 
@@ -29,6 +29,8 @@ class RawRequest:
     query: str
     content_type: str
     body: bytes
+    # The {account} of the handler URL; `default` for POST /smsc and for jobs of earlier releases.
+    account: str = DEFAULT_ACCOUNT
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able form: RQ's JSON serializer carries it, and bytes travel as base64."""
@@ -38,6 +40,7 @@ class RawRequest:
             "query": self.query,
             "content_type": self.content_type,
             "body": base64.b64encode(self.body).decode("ascii"),
+            "account": self.account,
         }
 
     @classmethod
@@ -46,6 +49,9 @@ class RawRequest:
         try:
             text = {name: data[name] for name in ("rid", "query", "content_type", "body")}
             received_at = data["received_at"]
+            account = data.get("account", DEFAULT_ACCOUNT)
+            if not isinstance(account, str) or not ACCOUNT_NAME.fullmatch(account):
+                raise ValueError(f"account {str(account)[:80]!r} is no account name")
             if not all(isinstance(v, str) for v in text.values()):
                 raise TypeError("rid, query, content_type and body must be strings")
             if isinstance(received_at, bool) or not isinstance(received_at, int | float):
@@ -59,8 +65,9 @@ class RawRequest:
                 query=text["query"],
                 content_type=text["content_type"],
                 body=base64.b64decode(text["body"], validate=True),
+                account=account,
             )
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
             raise PermanentError(f"malformed raw request: {e}") from e
 
 
