@@ -5,9 +5,9 @@
 # The wheel is built apart, so that the image holds neither the sources nor the build tools.
 FROM python:3.12-slim-bookworm AS build
 WORKDIR /src
-# What pyproject.toml needs to build the package: its metadata (README.md is the long description),
-# the four packages, and schema.sql, which workers/schema.sql links to.
-COPY pyproject.toml README.md schema.sql ./
+# What pyproject.toml needs to build the package: its metadata (README.md is the long description)
+# and the four packages (workers/migrations/ included).
+COPY pyproject.toml README.md ./
 COPY smsc ./smsc
 COPY ingress ./ingress
 COPY workers ./workers

@@ -95,7 +95,8 @@ def stop_servers(started: list[devservers.Server]) -> None:
 def run(host: str, port: int, data: Path) -> int:
     """Servers, schema, worker and ingress until Ctrl-C or SIGTERM, or until the worker or the
     ingress exits (exit code 1); then the ingress, the worker and the servers started are stopped."""
-    from workers.db import create_database_if_missing, migrate
+    from workers.db import create_database_if_missing
+    from workers.schema import migrate
 
     # This command owns the process from here to its exit: SIGINT and SIGTERM end the main loop.
     signal.signal(signal.SIGINT, _stop)

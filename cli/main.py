@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "trace":
             return trace.run(settings, args)
         elif args.command == "migrate":
-            _migrate(settings)
+            _migrate(settings, args.status)
         elif args.command == "dev":
             from cli import dev
 
@@ -118,7 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve this process's metrics on this port, on SMSC_METRICS_HOST (default 127.0.0.1); "
         "one port per worker process (SMSC_METRICS_PORT; default 0: none)",
     )
-    commands.add_parser("migrate", help="create the database if missing and apply schema.sql")
+    migrating = commands.add_parser(
+        "migrate", help="create the database if missing, apply the pending migrations, make partitions ahead"
+    )
+    migrating.add_argument(
+        "--status", action="store_true", help="list the migrations and when each was applied"
+    )
     simulate.register(commands)
     stats.register(commands)
     exporting = commands.add_parser(
@@ -167,12 +172,18 @@ def _metrics_at(settings: Settings, given: int | None) -> tuple[str, int] | None
     return arguments.from_env(None, "SMSC_METRICS_HOST", "127.0.0.1", str), port
 
 
-def _migrate(settings: Settings) -> None:
-    from workers.db import create_database_if_missing, migrate
+def _migrate(settings: Settings, show_status: bool) -> None:
+    from workers.db import create_database_if_missing
+    from workers.schema import migrate, status
 
+    if show_status:
+        for state in status(settings.database_url):
+            when = state.applied_at.isoformat(timespec="seconds") if state.applied_at else "pending"
+            print(f"{state.migration.version:04d}  {state.migration.name:<32} {when}")
+        return
     created = create_database_if_missing(settings.database_url)
-    migrate(settings.database_url)
-    log.info("schema_applied", database_created=created)
+    applied = migrate(settings.database_url)
+    log.info("schema_migrated", database_created=created, applied=[m.path.name for m in applied])
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:

@@ -128,7 +128,7 @@ def parse(data: bytes, source: str, default: Account) -> Accounts:
 
 
 def _account(name: str, table: Any, where: _Lines) -> Account:
-    if not re.fullmatch(ACCOUNT_NAME, name):
+    if not ACCOUNT_NAME.fullmatch(name):
         raise ConfigError(
             where.of(name, None, "an account name has 1 to 64 latin letters, digits, '-' and '_'")
         )

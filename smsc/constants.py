@@ -1,5 +1,6 @@
 """Names and tunables shared by the ingress and the workers."""
 
+import re
 from typing import Final
 
 # Where Redis and PostgreSQL are when REDIS_URL and DATABASE_URL are not set.
@@ -25,9 +26,9 @@ REDIS_WAIT_TIMEOUT_MS: Final = 1000
 # the handler URL carries the secret itself there.
 REDACTED: Final = "redacted"
 
-# The account of `POST /smsc`, whose settings are the environment's (SMSC_SECRET, SMSC_HASH, ...).
+# The account of POST /smsc, configured by the environment; others are named by POST /smsc/{account}.
 DEFAULT_ACCOUNT: Final = "default"
+# The `{account}` of `/smsc/{account}`: it goes into URLs, log lines, metrics labels and every table.
+ACCOUNT_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The metrics label of whatever account a deployment does not know: label values must stay few.
 UNKNOWN_ACCOUNT: Final = "unknown"
-# The `{account}` of `/smsc/{account}`: it goes into URLs, log lines, metrics labels and every table.
-ACCOUNT_NAME: Final = r"[A-Za-z0-9_-]{1,64}"

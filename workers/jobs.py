@@ -22,7 +22,8 @@ from workers.store import Outcome, Pending, Store
 
 log = structlog.get_logger("smsc.worker")
 
-# Old dead letters are purged by the workers themselves, at most this often per process.
+# Old dead letters are purged, and the coming months' partitions made, by the workers themselves at
+# their first job and then at most this often per process.
 PURGE_EVERY_SECONDS = 3600.0
 
 
@@ -99,6 +100,9 @@ def _process(requests: list[dict[str, Any]]) -> None:
             log.info(f"event_{outcome.result}", rid=raw.rid, account=raw.account, **ids)
     if time.monotonic() >= ctx.next_purge:
         ctx.next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        made = ctx.store.make_partitions()
+        if made:
+            log.info("partitions_made", partitions=made)
         purged = ctx.store.purge(ctx.settings.dead_letter_days)
         if purged.dead_letters or purged.duplicates:
             log.info(

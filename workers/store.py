@@ -28,9 +28,10 @@ from smsc.protocol.normalize import (
 from smsc.protocol.raw import RawRequest
 from smsc.text import one_line, storable
 from workers.db import connect
+from workers.partitions import ensure_ahead
 
 # Columns every event table has beside the event's own fields.
-_RECEIPT = ("request_id", "received_at")
+_RECEIPT = ("account", "request_id", "received_at")
 # An incoming SMS's content: what must be equal for a second copy of its `id` to be a duplicate.
 INCOMING_CONTENT = tuple(f.name for f in fields(IncomingMessage) if f.name not in ("id", "params"))
 
@@ -60,17 +61,20 @@ INSERT_STATUS_EVENT = _insert(
 
 # A copy of a stored `id` with other content is no duplicate: its id may be forged (the hash does not
 # cover it). The no-op update locks the stored row, so a copy arriving concurrently is still compared,
-# and returns the stored version; `xmax = 0` tells a new row from that one. A true copy returns nothing.
+# and returns the stored version; a new row is the one holding this request's id (a partitioned table
+# has no xmax to tell). A true copy returns nothing.
 INSERT_INCOMING = _insert(
-    "incoming_messages", IncomingMessage, "ON CONFLICT (id) DO UPDATE SET id = t.id WHERE "
-) + sql.SQL("{} IS DISTINCT FROM {} RETURNING (t.xmax = 0), t.request_id, {}").format(
+    "incoming_messages",
+    IncomingMessage,
+    "ON CONFLICT ON CONSTRAINT incoming_messages_event_key DO UPDATE SET id = t.id WHERE ",
+) + sql.SQL("{} IS DISTINCT FROM {} RETURNING (t.request_id = %(request_id)s), t.request_id, {}").format(
     _content("t"),
     _content("excluded"),
     sql.SQL(", ").join(sql.Identifier("t", name) for name in INCOMING_CONTENT),
 )
 
 INSERT_CALL = _insert(
-    "call_confirmations", CallConfirmation, "ON CONFLICT (phone, called_at) DO NOTHING RETURNING 1"
+    "call_confirmations", CallConfirmation, "ON CONFLICT (account, phone, called_at) DO NOTHING RETURNING 1"
 )
 
 
@@ -83,9 +87,10 @@ def _record_duplicate(table: str, kind: Kind, match: sql.Composable) -> sql.Comp
     replay) keeps its one row.
     """
     return sql.SQL(
-        "INSERT INTO duplicate_requests (request_id, first_request_id, kind, job_id, received_at) "
-        "SELECT %(request_id)s, t.request_id, {kind}, %(job_id)s, %(received_at)s FROM {table} AS t "
-        "WHERE {match} AND t.request_id <> %(request_id)s ON CONFLICT (request_id) DO NOTHING"
+        "INSERT INTO duplicate_requests (account, request_id, first_request_id, kind, job_id, received_at) "
+        "SELECT t.account, %(request_id)s, t.request_id, {kind}, %(job_id)s, %(received_at)s "
+        "FROM {table} AS t WHERE {match} AND t.request_id <> %(request_id)s "
+        "ON CONFLICT (request_id) DO NOTHING"
     ).format(kind=sql.Literal(kind.value), table=sql.Identifier(table), match=match)
 
 
@@ -102,20 +107,22 @@ def _equal(*names: str, nullable: tuple[str, ...] = ()) -> sql.Composed:
 RECORD_STATUS_DUPLICATE = _record_duplicate(
     "status_events",
     Kind.STATUS,
-    _equal("message_id", "phone", "status", "status_at", nullable=("status_at",)),
+    _equal("account", "message_id", "phone", "status", "status_at", nullable=("status_at",)),
 )
 # Only an exact copy is a duplicate: one with other content is a conflict, dead-lettered instead.
 RECORD_INCOMING_DUPLICATE = _record_duplicate(
-    "incoming_messages", Kind.INCOMING, _equal("id", *INCOMING_CONTENT, nullable=INCOMING_CONTENT)
+    "incoming_messages", Kind.INCOMING, _equal("account", "id", *INCOMING_CONTENT, nullable=INCOMING_CONTENT)
 )
-RECORD_CALL_DUPLICATE = _record_duplicate("call_confirmations", Kind.CALL, _equal("phone", "called_at"))
+RECORD_CALL_DUPLICATE = _record_duplicate(
+    "call_confirmations", Kind.CALL, _equal("account", "phone", "called_at")
+)
 
 # An older status arriving late never overwrites a newer one: the row only moves forward in
 # (status_at, status), and a status without any time sorts before every dated one.
 UPSERT_MESSAGE = """
-INSERT INTO messages AS m (message_id, phone, status, status_at, err, cost)
-VALUES (%(message_id)s, %(phone)s, %(status)s, %(status_at)s, %(err)s, %(cost)s)
-ON CONFLICT (message_id, phone) DO UPDATE
+INSERT INTO messages AS m (account, message_id, phone, status, status_at, err, cost)
+VALUES (%(account)s, %(message_id)s, %(phone)s, %(status)s, %(status_at)s, %(err)s, %(cost)s)
+ON CONFLICT (account, message_id, phone) DO UPDATE
 SET status = EXCLUDED.status, status_at = EXCLUDED.status_at, err = EXCLUDED.err,
     cost = coalesce(EXCLUDED.cost, m.cost), updated_at = now()
 WHERE (coalesce(EXCLUDED.status_at, '-infinity'), EXCLUDED.status)
@@ -125,10 +132,10 @@ WHERE (coalesce(EXCLUDED.status_at, '-infinity'), EXCLUDED.status)
 # A replay that fails again re-arms the same row, counting the attempt.
 UPSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (
-    request_id, job_id, kind, event_ref, phone, error_class, reason, raw, received_at
+    account, request_id, job_id, kind, event_ref, phone, error_class, reason, raw, received_at
 ) VALUES (
-    %(request_id)s, %(job_id)s, %(kind)s, %(event_ref)s, %(phone)s, %(error_class)s, %(reason)s,
-    %(raw)s, %(received_at)s
+    %(account)s, %(request_id)s, %(job_id)s, %(kind)s, %(event_ref)s, %(phone)s, %(error_class)s,
+    %(reason)s, %(raw)s, %(received_at)s
 )
 ON CONFLICT (request_id) DO UPDATE
 SET job_id = EXCLUDED.job_id, error_class = EXCLUDED.error_class, reason = EXCLUDED.reason,
@@ -211,6 +218,11 @@ class Store:
             dead_letters = cur.rowcount
             cur.execute(PURGE_DUPLICATES, {"days": days})
             return Purged(dead_letters=dead_letters, duplicates=cur.rowcount)
+
+    def make_partitions(self) -> list[str]:
+        """Make this month's and the next months' partitions where missing; return those made."""
+        with self._translated(), self._transaction(pipelined=False) as conn:
+            return ensure_ahead(conn)
 
     def _together(self, items: Sequence[Pending], job_id: str) -> list[Outcome] | None:
         """The whole job in one pipelined transaction; None if PostgreSQL refused any of it."""
@@ -318,11 +330,12 @@ def _write(
         (i for i in rows if isinstance(items[i].event, StatusEvent)), key=lambda i: _status_key(rows[i])
     )
     incoming = sorted(
-        (i for i in rows if isinstance(items[i].event, IncomingMessage)), key=lambda i: rows[i]["id"]
+        (i for i in rows if isinstance(items[i].event, IncomingMessage)),
+        key=lambda i: (rows[i]["account"], rows[i]["id"]),
     )
     calls = sorted(
         (i for i in rows if isinstance(items[i].event, CallConfirmation)),
-        key=lambda i: (rows[i]["phone"], rows[i]["called_at"]),
+        key=lambda i: (rows[i]["account"], rows[i]["phone"], rows[i]["called_at"]),
     )
     inserted: list[tuple[list[int], psycopg.Cursor[tuple[Any, ...]]]] = []
     for query, group in ((INSERT_STATUS_EVENT, statuses), (INSERT_INCOMING, incoming), (INSERT_CALL, calls)):
@@ -341,7 +354,9 @@ def _write(
             by_request = sorted(group, key=lambda i: items[i].raw.rid)
             conn.cursor().executemany(query, [{**rows[i], "job_id": job_id} for i in by_request])
     if statuses:
-        by_message = sorted(statuses, key=lambda i: (rows[i]["message_id"], rows[i]["phone"]))
+        by_message = sorted(
+            statuses, key=lambda i: (rows[i]["account"], rows[i]["message_id"], rows[i]["phone"])
+        )
         conn.cursor().executemany(UPSERT_MESSAGE, [rows[i] for i in by_message])
 
     def read() -> list[Outcome]:
@@ -385,6 +400,7 @@ def _row(item: Pending) -> dict[str, Any]:
     assert event is not None
     row = {f.name: getattr(event, f.name) for f in fields(event)}
     row["params"] = Jsonb(event.params)
+    row["account"] = item.raw.account
     row["request_id"] = item.raw.rid
     row["received_at"] = datetime.fromtimestamp(item.raw.received_at, UTC)
     return row
@@ -411,6 +427,7 @@ def _minimal_row(item: Pending, job_id: str, refusal: BaseException) -> dict[str
     name = type(refusal).__name__
     raw = {k: storable(v) if isinstance(v, str) else v for k, v in item.raw.to_json().items()}
     return {
+        "account": item.raw.account,
         "request_id": storable(item.raw.rid),
         "job_id": storable(job_id),
         "kind": None,
@@ -425,4 +442,11 @@ def _minimal_row(item: Pending, job_id: str, refusal: BaseException) -> dict[str
 
 def _status_key(row: dict[str, Any]) -> tuple[Any, ...]:
     at = row["status_at"]
-    return (row["message_id"], row["phone"], row["status"], at is not None, at.timestamp() if at else 0.0)
+    return (
+        row["account"],
+        row["message_id"],
+        row["phone"],
+        row["status"],
+        at is not None,
+        at.timestamp() if at else 0.0,
+    )

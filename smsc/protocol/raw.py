@@ -29,7 +29,7 @@ class RawRequest:
     query: str
     content_type: str
     body: bytes
-    # The `{account}` of the URL it came to; `default` for `POST /smsc`.
+    # The {account} of the handler URL; `default` for POST /smsc and for jobs of earlier releases.
     account: str = DEFAULT_ACCOUNT
 
     def to_json(self) -> dict[str, Any]:
@@ -52,6 +52,9 @@ class RawRequest:
         try:
             text = {name: data[name] for name in ("rid", "query", "content_type", "body")}
             received_at = data["received_at"]
+            account = data.get("account", DEFAULT_ACCOUNT)
+            if not isinstance(account, str) or not ACCOUNT_NAME.fullmatch(account):
+                raise ValueError(f"account {str(account)[:80]!r} is no account name")
             if not all(isinstance(v, str) for v in text.values()):
                 raise TypeError("rid, query, content_type and body must be strings")
             if isinstance(received_at, bool) or not isinstance(received_at, int | float):
@@ -59,9 +62,6 @@ class RawRequest:
             # A unix time a datetime can hold: every later step turns it into one.
             if not 0 <= received_at < _LATEST:
                 raise ValueError(f"received_at {received_at!r} is no time")
-            account = data.get("account", DEFAULT_ACCOUNT)
-            if not isinstance(account, str) or not re.fullmatch(ACCOUNT_NAME, account):
-                raise ValueError(f"account {str(account)[:80]!r} is no account name")
             return cls(
                 rid=text["rid"],
                 received_at=float(received_at),
@@ -70,7 +70,7 @@ class RawRequest:
                 body=base64.b64decode(text["body"], validate=True),
                 account=account,
             )
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
             raise PermanentError(f"malformed raw request: {e}") from e
 
 

@@ -21,8 +21,9 @@ from ingress.app import create_app
 from smsc.settings import Settings
 from tests.integration.servers import ThrowawayRedis
 from tests.payloads import SECRET
-from workers.db import create_database_if_missing, migrate
+from workers.db import create_database_if_missing
 from workers.runner import run
+from workers.schema import migrate
 
 TABLES = (
     "status_events",
@@ -58,11 +59,11 @@ def service_env(**overrides: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def database() -> str:
-    """The test database, created if missing, with schema.sql applied (dropped tables first)."""
+    """The test database, created if missing, migrated from nothing (dropped tables first)."""
     url = os.environ["TEST_DATABASE_URL"]
     create_database_if_missing(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in TABLES:
+        for table in (*TABLES, "schema_migrations"):
             conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     migrate(url)
     return url

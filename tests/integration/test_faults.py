@@ -31,7 +31,8 @@ from tests.integration.conftest import TABLES, TEST_DATABASE_URL, service_env
 from tests.integration.procs import Ingress, post_all, run_workers, start_worker
 from tests.integration.servers import ThrowawayPostgres, ThrowawayRedis, wait_until
 from tests.payloads import SAMPLES, Request, build
-from workers.db import create_database_if_missing, migrate
+from workers.db import create_database_if_missing
+from workers.schema import migrate
 
 
 def count(url: str, table: str) -> int:

@@ -355,7 +355,7 @@ def test_our_services_take_their_secrets_from_the_env_file(compose: dict[str, An
 
 def test_the_dockerfile_copies_all_the_package_needs(tmp_path: Path) -> None:
     """The package built from what the Dockerfile copies has every file of the package built from
-    the checkout (schema.sql through its link included)."""
+    the checkout (the migrations included)."""
     assert coverage_problems(DOCKERFILE.read_text(encoding="utf-8"), tmp_path) == []
 
 
@@ -509,5 +509,5 @@ def test_the_copy_check_reports_a_package_left_out(tmp_path: Path) -> None:
     """A Dockerfile that forgets to copy `workers` builds a package without it, and is reported."""
     text = DOCKERFILE.read_text(encoding="utf-8").replace("COPY workers ./workers\n", "")
     problems = coverage_problems(text, tmp_path)
-    assert "workers/schema.sql is not in the image's package" in problems
+    assert "workers/migrations/0001_released.sql is not in the image's package" in problems
     assert "workers/jobs.py is not in the image's package" in problems
