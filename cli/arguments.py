@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import NoReturn, TypeVar
 
 from cli.render import printable
+from smsc.constants import ACCOUNT_NAME
 from smsc.exceptions import ConfigError
 
 T = TypeVar("T")
@@ -61,6 +62,15 @@ def job_id(text: str) -> str:
     """An RQ job id."""
     if not _JOB_ID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an RQ job id")
+    return text
+
+
+def account(text: str) -> str:
+    """An account name, as in the handler URL `/smsc/{account}`."""
+    if not ACCOUNT_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text[:80]!r} is not an account name (latin letters, digits, - and _)"
+        )
     return text
 
 

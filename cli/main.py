@@ -201,6 +201,12 @@ def _filters(parser: argparse.ArgumentParser) -> None:
         "--since", type=arguments.timestamp, help="failed at or after (ISO 8601, UTC if no zone)"
     )
     parser.add_argument("--until", type=arguments.timestamp, help="failed before (ISO 8601, UTC if no zone)")
+    parser.add_argument(
+        "--account",
+        type=arguments.account,
+        help="only those of this account (`default`: POST /smsc); a failed RQ job holding requests of "
+        "several accounts matches if one is of it, and is replayed whole",
+    )
 
 
 def _filter(args: argparse.Namespace, include_replayed: bool = False) -> Filter:
@@ -213,6 +219,7 @@ def _filter(args: argparse.Namespace, include_replayed: bool = False) -> Filter:
         id=args.id,
         since=args.since,
         until=args.until,
+        account=args.account,
         include_replayed=include_replayed,
     )
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from smsc.protocol.raw import RawRequest
     from workers.deadletter import DeadLetter
 
 # How much of a raw body `show` prints.
@@ -29,7 +30,8 @@ def printable(text: str) -> str:
 def summary(letter: DeadLetter) -> str:
     """One line: id, where, when, attempts, error, reason and what could be read of the request."""
     when = letter.failed_at.isoformat(timespec="seconds") if letter.failed_at else "-"
-    what = "; ".join(_ids(ids) for ids in letter.ids) or "unreadable"
+    what = "; ".join(_request(raw, ids) for raw, ids in zip(letter.requests, letter.ids, strict=True))
+    what = what or "unreadable"
     head = f"{letter.id} [{letter.where}] {when} x{letter.attempts}"
     return printable(f"{head} {letter.error_class}: {letter.reason} ({what})")
 
@@ -50,12 +52,16 @@ def details(letter: DeadLetter) -> list[str]:
         body = raw.body.decode("utf-8", "backslashreplace")
         cut = f" … ({len(raw.body)} bytes in all)" if len(body) > BODY_CHARS else ""
         lines += [
-            f"  request {raw.rid} received {received}: {_ids(ids)}",
+            f"  request {raw.rid} received {received}: {_request(raw, ids)}",
             f"    content-type: {raw.content_type}",
             f"    query:        {raw.query}",
             f"    body:         {body[:BODY_CHARS]}{cut}",
         ]
     return [printable(line) for line in lines]
+
+
+def _request(raw: RawRequest, ids: dict[str, str]) -> str:
+    return f"account={raw.account} {_ids(ids)}"
 
 
 def _ids(ids: dict[str, str]) -> str:

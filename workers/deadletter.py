@@ -51,6 +51,7 @@ WHERE (%(include_replayed)s OR replayed_at IS NULL)
   AND (%(id)s::bigint IS NULL OR dead_letter_id = %(id)s)
   AND (%(since)s::timestamptz IS NULL OR failed_at >= %(since)s)
   AND (%(until)s::timestamptz IS NULL OR failed_at < %(until)s)
+  AND (%(account)s::text IS NULL OR account = %(account)s)
 """
 
 SELECT_DEAD_LETTERS = _COLUMNS + _MATCHING + "ORDER BY dead_letter_id"
@@ -97,6 +98,8 @@ class Filter:
     since: datetime | None = None
     until: datetime | None = None
     id: str | None = None
+    # A failed RQ job matches if any of its requests is of this account, and is replayed whole.
+    account: str | None = None
     include_replayed: bool = False
 
 
@@ -239,6 +242,7 @@ def _params(flt: Filter) -> dict[str, Any]:
         "id": row_id(flt.id) if flt.id is not None else None,
         "since": flt.since,
         "until": flt.until,
+        "account": flt.account,
     }
 
 
@@ -310,6 +314,7 @@ def _matches(letter: DeadLetter, flt: Filter) -> bool:
         and (flt.id is None or flt.id == letter.id)
         and (flt.since is None or (failed_at is not None and failed_at >= flt.since))
         and (flt.until is None or (failed_at is not None and failed_at < flt.until))
+        and (flt.account is None or any(r.account == flt.account for r in letter.requests))
     )
 
 

@@ -101,15 +101,39 @@ async def test_each_account_reads_with_its_own_settings(shop_and_web: Any, db: A
     assert [raw["account"] for raw in queued(redis_db)] == ["shop", "web", "default", "shop", "web"]
     run(settings, burst=True)
     # 14.11.23 22:13:20 local: Vladivostok is UTC+10, Moscow UTC+3.
-    assert sorted(db.execute("SELECT message_id, status_at FROM status_events").fetchall()) == [
-        (1, datetime(2023, 11, 14, 12, 13, 20, tzinfo=UTC)),
-        (2, datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
-        (3, datetime(2023, 11, 14, 19, 13, 20, tzinfo=UTC)),
+    assert sorted(db.execute("SELECT message_id, account, status_at FROM status_events").fetchall()) == [
+        (1, "shop", datetime(2023, 11, 14, 12, 13, 20, tzinfo=UTC)),
+        (2, "web", datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)),
+        (3, "default", datetime(2023, 11, 14, 19, 13, 20, tzinfo=UTC)),
     ]
-    assert sorted(db.execute("SELECT id, text FROM incoming_messages").fetchall()) == [
-        (11, "Привет, мир!"),
-        (12, "Привет, мир!"),
+    assert sorted(db.execute("SELECT id, account, text FROM incoming_messages").fetchall()) == [
+        (11, "shop", "Привет, мир!"),
+        (12, "web", "Привет, мир!"),
     ]
+
+
+async def test_the_same_event_in_two_accounts_is_two_rows(shop_and_web: Any, db: Any) -> None:
+    """Message 1001 of shop and message 1001 of web are two messages; a copy within one account is
+    still one row, its copy recorded as a duplicate of that account."""
+    settings, client = shop_and_web
+    for _ in range(2):
+        assert (await post(client, build("status", algorithm="sha1", secret=SHOP_NEW), "/smsc/shop"))[
+            0
+        ] == 200
+    assert (await post(client, build("status", algorithm="crc32", secret=WEB), "/smsc/web"))[0] == 200
+    assert (await post(client, build("status"), "/smsc"))[0] == 200
+    run(settings, burst=True)
+    assert sorted(db.execute("SELECT account, message_id, status FROM status_events").fetchall()) == [
+        ("default", 1001, 1),
+        ("shop", 1001, 1),
+        ("web", 1001, 1),
+    ]
+    assert sorted(db.execute("SELECT account, message_id FROM messages").fetchall()) == [
+        ("default", 1001),
+        ("shop", 1001),
+        ("web", 1001),
+    ]
+    assert db.execute("SELECT account FROM duplicate_requests").fetchall() == [("shop",)]
 
 
 @pytest.mark.parametrize(
@@ -204,7 +228,7 @@ def test_a_job_for_an_account_the_worker_does_not_know_is_a_dead_letter(
     raw = RawRequest("r-gone", 1700000000.0, r.query, r.content_type, r.body, account="gone")
     enqueue(redis_db, raw, settings)
     run(settings, burst=True)
-    assert db.execute("SELECT request_id, reason, raw->>'account' FROM dead_letters").fetchall() == [
+    assert db.execute("SELECT request_id, reason, account FROM dead_letters").fetchall() == [
         ("r-gone", "unknown account 'gone'", "gone")
     ]
     assert db.execute("SELECT count(*) FROM status_events").fetchone() == (0,)
@@ -295,3 +319,53 @@ def test_sighup_reloads_every_process(tmp_path: Path, redis_db: Redis, db: Any) 
 
 def events(ingress: LoggedIngress) -> list[str]:
     return [json.loads(line)["event"] for line in ingress.lines()]
+
+
+def test_dead_letters_of_one_account_are_listed_and_replayed(
+    tmp_path: Path, db: Any, redis_db: Redis
+) -> None:
+    """`dead-letter list` shows each dead letter's account; `--account` picks one account's, and
+    `replay --account` requeues them once the file names it, leaving the others waiting."""
+    path = tmp_path / "accounts.toml"
+    settings = settings_for(path)
+    r = build("status", secret="gone-Secret")
+    enqueue(
+        redis_db,
+        RawRequest("r-gone", 1700000000.0, r.query, r.content_type, r.body, account="gone"),
+        settings,
+    )
+    bad = build("status", params={**SAMPLES["status"], "ts": "soon"})
+    enqueue(redis_db, RawRequest("r-bad", 1700000000.0, bad.query, bad.content_type, bad.body), settings)
+    run(settings, burst=True)
+
+    listed = cli("dead-letter", "list", "--account", "gone")
+    assert listed.returncode == 0
+    lines = listed.stdout.decode().splitlines()
+    assert lines[-1] == "1 dead letter(s)"
+    assert lines[0].endswith(
+        "PermanentError: unknown account 'gone' (account=gone kind=status id=1001 phone=79998887766)"
+    )
+    everything = cli("dead-letter", "list").stdout.decode()
+    assert "(account=default kind=status id=1001 phone=79998887766)" in everything
+
+    path.write_text(ACCOUNTS + '\n[accounts.gone]\nsecret = "gone-Secret"\n', encoding="utf-8")
+    replaying = cli("replay", "--account", "gone")
+    assert replaying.returncode == 0
+    assert replaying.stdout.decode().splitlines()[-1] == "1 dead letter(s) replayed"
+    run(settings, burst=True)
+    assert db.execute("SELECT account, message_id FROM status_events").fetchall() == [("gone", 1001)]
+    assert db.execute("SELECT request_id FROM dead_letters WHERE replayed_at IS NULL").fetchall() == [
+        ("r-bad",)
+    ]
+
+
+@pytest.mark.parametrize("name", ["shop.ru", "", "a" * 65, "магазин"])
+def test_a_bad_account_argument_is_refused(name: str) -> None:
+    """`--account` takes an account name only: anything else is a usage error, exit code 2."""
+    done = cli("dead-letter", "list", "--account", name)
+    assert done.returncode == 2
+    assert b"is not an account name" in done.stderr
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([COMMAND, *args], env=environment(), capture_output=True, timeout=60, check=False)

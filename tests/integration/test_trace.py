@@ -171,13 +171,16 @@ async def test_a_dead_lettered_request_shows_its_reason(
     assert code == 0
     (letter,) = [line for line in lines if line.startswith("  dead letter: ")]
     assert letter.endswith(
-        "x1 PermanentError: status: ts 'x' is not a unix time (kind=status id=1001 phone=79998887766)"
+        "x1 PermanentError: status: ts 'x' is not a unix time "
+        "(account=default kind=status id=1001 phone=79998887766)"
     )
     assert "    replayed: no" in lines
     assert not any("stored first" in line for line in lines)
     code, lines = trace("--id", "1001", "--phone", PHONE)
     assert code == 0
-    assert lines[-1].endswith("status: ts 'x' is not a unix time (kind=status id=1001 phone=79998887766)")
+    assert lines[-1].endswith(
+        "status: ts 'x' is not a unix time (account=default kind=status id=1001 phone=79998887766)"
+    )
 
 
 async def test_a_request_not_yet_worked_on_is_queued_in_its_job(
