@@ -25,6 +25,12 @@ def register(commands: argparse._SubParsersAction[arguments.Parser]) -> None:
         help="queue, workers, dead letters, events stored and lag, read once from Redis and PostgreSQL",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object (stable keys) instead of text")
+    parser.add_argument(
+        "--account",
+        type=arguments.account,
+        help="dead letters, events, lag and messages of this account only (`default`: POST /smsc); "
+        "the queue and workers are shared by all",
+    )
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -33,21 +39,23 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     reader = StateReader(settings, STATS)
     try:
-        state = reader.read(activity=True)
+        state = reader.read(activity=True, account=args.account)
     finally:
         reader.close()
     if args.json:
-        print(json.dumps(as_json(state, settings.queue), ensure_ascii=False))
+        print(json.dumps(as_json(state, settings.queue, args.account), ensure_ascii=False))
     else:
-        print("\n".join(as_text(state, settings.queue)))
+        print("\n".join(as_text(state, settings.queue, args.account)))
     return 0 if state.redis is not None and state.postgres is not None else 1
 
 
-def as_json(state: State, queue: str) -> dict[str, Any]:
-    """Every key always present; a value its server could not give is null."""
+def as_json(state: State, queue: str, account: str | None = None) -> dict[str, Any]:
+    """Every key always present; a value its server could not give is null. `account`: the one
+    account PostgreSQL's figures are of, null for all."""
     redis, postgres = state.redis, state.postgres
     activity = postgres.activity if postgres is not None else None
     return {
+        "account": account,
         "redis": {
             "up": redis is not None,
             "error": state.redis_error,
@@ -87,8 +95,9 @@ def as_json(state: State, queue: str) -> dict[str, Any]:
     }
 
 
-def as_text(state: State, queue: str) -> list[str]:
-    """Aligned lines, a label and its values; what could not be read says why."""
+def as_text(state: State, queue: str, account: str | None = None) -> list[str]:
+    """Aligned lines, a label and its values; what could not be read says why. With `account`,
+    the figures from PostgreSQL are of that account alone, and a last line says so."""
     lines: list[str] = []
 
     def line(label: str, value: str) -> None:
@@ -146,6 +155,8 @@ def as_text(state: State, queue: str) -> list[str]:
         p50, p99 = _seconds(activity.lag_p50), _seconds(activity.lag_p99)
         line("Lag, last 5 min", f"p50 {p50}, p99 {p99} ({activity.lag_events} events)")
     line("Messages, last 24 h", f"delivered {activity.delivered}, failed {activity.failed}")
+    if account is not None:
+        line("Account", f"{account} (dead letters, events, lag, messages; the queue is every account's)")
     return lines
 
 

@@ -55,11 +55,14 @@ _HEAD = 10
 KNOWN_ERROR_CLASSES = (PermanentError.__name__, Conflict.__name__)
 
 DEAD_LETTERS_WAITING = """
-SELECT error_class, count(*) FROM dead_letters WHERE replayed_at IS NULL GROUP BY error_class
+SELECT error_class, count(*) FROM dead_letters
+WHERE replayed_at IS NULL AND (%(account)s::text IS NULL OR account = %(account)s)
+GROUP BY error_class
 """
 
 COMMON_REASONS = """
-SELECT error_class, reason, count(*) AS n FROM dead_letters WHERE replayed_at IS NULL
+SELECT error_class, reason, count(*) AS n FROM dead_letters
+WHERE replayed_at IS NULL AND (%(account)s::text IS NULL OR account = %(account)s)
 GROUP BY error_class, reason ORDER BY n DESC, error_class, reason LIMIT %(limit)s
 """
 
@@ -71,11 +74,14 @@ SELECT kind,
        count(*) FILTER (WHERE stored_at > now() - interval '1 hour'),
        count(*)
 FROM (
-    SELECT 'status' AS kind, stored_at FROM status_events WHERE stored_at > now() - interval '24 hours'
+    SELECT 'status' AS kind, stored_at FROM status_events
+    WHERE stored_at > now() - interval '24 hours' AND (%(account)s::text IS NULL OR account = %(account)s)
     UNION ALL
-    SELECT 'incoming', stored_at FROM incoming_messages WHERE stored_at > now() - interval '24 hours'
+    SELECT 'incoming', stored_at FROM incoming_messages
+    WHERE stored_at > now() - interval '24 hours' AND (%(account)s::text IS NULL OR account = %(account)s)
     UNION ALL
-    SELECT 'call', stored_at FROM call_confirmations WHERE stored_at > now() - interval '24 hours'
+    SELECT 'call', stored_at FROM call_confirmations
+    WHERE stored_at > now() - interval '24 hours' AND (%(account)s::text IS NULL OR account = %(account)s)
 ) AS stored
 GROUP BY kind
 """
@@ -87,13 +93,16 @@ SELECT count(*),
        percentile_disc(0.99) WITHIN GROUP (ORDER BY lag)
 FROM (
     SELECT extract(epoch FROM stored_at - received_at)::float8 AS lag
-    FROM status_events WHERE stored_at > now() - interval '5 minutes'
+    FROM status_events
+    WHERE stored_at > now() - interval '5 minutes' AND (%(account)s::text IS NULL OR account = %(account)s)
     UNION ALL
     SELECT extract(epoch FROM stored_at - received_at)::float8
-    FROM incoming_messages WHERE stored_at > now() - interval '5 minutes'
+    FROM incoming_messages
+    WHERE stored_at > now() - interval '5 minutes' AND (%(account)s::text IS NULL OR account = %(account)s)
     UNION ALL
     SELECT extract(epoch FROM stored_at - received_at)::float8
-    FROM call_confirmations WHERE stored_at > now() - interval '5 minutes'
+    FROM call_confirmations
+    WHERE stored_at > now() - interval '5 minutes' AND (%(account)s::text IS NULL OR account = %(account)s)
 ) AS lags
 """
 
@@ -104,8 +113,9 @@ SELECT count(*) FILTER (WHERE m.status = ANY(%(delivered)s)),
        count(*) FILTER (WHERE m.status = ANY(%(failed)s))
 FROM messages AS m
 WHERE m.updated_at > now() - interval '24 hours'
-  AND (m.message_id, m.phone) IN (
-      SELECT message_id, phone FROM status_events WHERE stored_at > now() - interval '24 hours'
+  AND (m.account, m.message_id, m.phone) IN (
+      SELECT account, message_id, phone FROM status_events
+      WHERE stored_at > now() - interval '24 hours' AND (%(account)s::text IS NULL OR account = %(account)s)
   )
 """
 
@@ -216,10 +226,13 @@ class StateReader:
         self._redis_reads: BoundedReads[RedisState] = BoundedReads("Redis")
         self._postgres_reads: BoundedReads[PostgresState] = BoundedReads("PostgreSQL")
 
-    def read(self, *, activity: bool = False) -> State:
-        """Both servers' state, read at the same time; `activity` adds what `stats` shows."""
+    def read(self, *, activity: bool = False, account: str | None = None) -> State:
+        """Both servers' state, read at the same time; `activity` adds what `stats` shows.
+
+        With `account`, PostgreSQL's figures are of that account alone; the queue is every account's.
+        """
         redis_result = self._redis_reads.start(self._read_redis)
-        postgres_result = self._postgres_reads.start(lambda: self._read_postgres(activity))
+        postgres_result = self._postgres_reads.start(lambda: self._read_postgres(activity, account))
         deadline = time.monotonic() + self._patience.deadline_seconds
         redis: RedisState | None = None
         postgres: PostgresState | None = None
@@ -278,23 +291,25 @@ class StateReader:
             evicted_keys=int(stats.get("evicted_keys", 0)),
         )
 
-    def _read_postgres(self, activity: bool) -> PostgresState:
+    def _read_postgres(self, activity: bool, account: str | None) -> PostgresState:
         with _connect(self._settings.database_url, self._patience.statement_ms) as conn:
             waiting = dict.fromkeys(KNOWN_ERROR_CLASSES, 0)
-            waiting.update({str(c): int(n) for c, n in conn.execute(DEAD_LETTERS_WAITING)})
-            return PostgresState(waiting, _activity(conn) if activity else None)
+            rows = conn.execute(DEAD_LETTERS_WAITING, {"account": account})
+            waiting.update({str(c): int(n) for c, n in rows})
+            return PostgresState(waiting, _activity(conn, account) if activity else None)
 
 
-def _activity(conn: psycopg.Connection[tuple[Any, ...]]) -> Activity:
-    stored = {str(k): (int(a), int(b), int(c)) for k, a, b, c in conn.execute(EVENTS_STORED)}
-    lag = conn.execute(LAG).fetchone()
+def _activity(conn: psycopg.Connection[tuple[Any, ...]], account: str | None) -> Activity:
+    of = {"account": account}
+    stored = {str(k): (int(a), int(b), int(c)) for k, a, b, c in conn.execute(EVENTS_STORED, of)}
+    lag = conn.execute(LAG, of).fetchone()
     settled = conn.execute(
-        MESSAGES_SETTLED, {"delivered": sorted(DELIVERED_STATUSES), "failed": sorted(FAILED_STATUSES)}
+        MESSAGES_SETTLED, {**of, "delivered": sorted(DELIVERED_STATUSES), "failed": sorted(FAILED_STATUSES)}
     ).fetchone()
     # Aggregates without GROUP BY: always one row.
     assert lag is not None
     assert settled is not None
-    reasons = conn.execute(COMMON_REASONS, {"limit": 3}).fetchall()
+    reasons = conn.execute(COMMON_REASONS, {**of, "limit": 3}).fetchall()
     return Activity(
         stored={kind.value: stored.get(kind.value, (0, 0, 0)) for kind in Kind},
         lag_events=int(lag[0]),

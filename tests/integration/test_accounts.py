@@ -359,6 +359,47 @@ def test_dead_letters_of_one_account_are_listed_and_replayed(
     ]
 
 
+async def test_stats_of_one_account(shop_and_web: Any, db: Any) -> None:
+    """`stats --account` counts that account's events, messages and dead letters only."""
+    settings, client = shop_and_web
+    shop = [
+        build("status", algorithm="sha1", secret=SHOP_NEW, params={**SAMPLES["status"], "id": str(i)})
+        for i in (1, 2)
+    ]
+    for request in shop:
+        assert (await post(client, request, "/smsc/shop"))[0] == 200
+    for request in (build("status"), build("call"), build("status", params={**SAMPLES["status"], "ts": "x"})):
+        assert (await post(client, request))[0] == 200
+    run(settings, burst=True)
+    figures = {
+        name: json.loads(cli("stats", "--json", *args).stdout)
+        for name, args in (("all", []), ("shop", ["--account", "shop"]), ("web", ["--account", "web"]))
+    }
+    assert {name: f["account"] for name, f in figures.items()} == {"all": None, "shop": "shop", "web": "web"}
+    assert {name: f["events_stored"]["status"]["24h"] for name, f in figures.items()} == {
+        "all": 3,
+        "shop": 2,
+        "web": 0,
+    }
+    assert {name: f["events_stored"]["call"]["24h"] for name, f in figures.items()} == {
+        "all": 1,
+        "shop": 0,
+        "web": 0,
+    }
+    assert {name: f["messages_24h"]["delivered"] for name, f in figures.items()} == {
+        "all": 3,
+        "shop": 2,
+        "web": 0,
+    }
+    assert {name: f["dead_letters"]["waiting"] for name, f in figures.items()} == {
+        "all": 1,
+        "shop": 0,
+        "web": 0,
+    }
+    text = cli("stats", "--account", "shop").stdout.decode().splitlines()
+    assert text[-1].startswith("Account                 shop (")
+
+
 @pytest.mark.parametrize("name", ["shop.ru", "", "a" * 65, "магазин"])
 def test_a_bad_account_argument_is_refused(name: str) -> None:
     """`--account` takes an account name only: anything else is a usage error, exit code 2."""

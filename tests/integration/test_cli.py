@@ -59,6 +59,7 @@ def dead_row(rid: str, body: bytes = b"ts=x", **fields: Any) -> dict[str, Any]:
     """A dead letter's parameters as a worker writes them (UPSERT_DEAD_LETTER's)."""
     raw = RawRequest(rid, 1_700_000_000.0, fields.pop("query", "charset=utf-8"), "text/plain", body)
     return {
+        "account": raw.account,
         "request_id": rid,
         "job_id": "job-1",
         "kind": "status",
@@ -138,7 +139,10 @@ def test_every_printed_field_is_escaped(settings: Settings, db: Any) -> None:
         assert all(ch == "\n" or ch.isprintable() for ch in text), text
     assert listing.stdout.decode().splitlines()[1:] == ["1 dead letter(s)"]
     line = listing.stdout.decode().splitlines()[0]
-    assert f"c{ESCAPED}: line one{ESCAPED}line two (kind=k{ESCAPED} id=e{ESCAPED} phone=p{ESCAPED})" in line
+    assert (
+        f"c{ESCAPED}: line one{ESCAPED}line two "
+        f"(account=default kind=k{ESCAPED} id=e{ESCAPED} phone=p{ESCAPED})" in line
+    )
     for field in (f"job j{ESCAPED}", f"request r{ESCAPED}", f"charset={ESCAPED}", f"id={ESCAPED}"):
         assert field in shown.stdout.decode()
 
@@ -216,7 +220,7 @@ def test_a_job_failed_without_our_handler_still_lists(settings: Settings, db: An
     assert lines[0].startswith(f"{job.id} [redis] {datetime.now(UTC):%Y-%m-%d}")
     assert lines[0].endswith(
         " x1 unknown: Moved to FailedJobRegistry, due to AbandonedJobError, at 2026-11-29"
-        " (kind=call phone=79998887766)"
+        " (account=default kind=call phone=79998887766)"
     )
     assert (
         f"dead letter {job.id} (in redis, job {job.id})" in cli("dead-letter", "show", job.id).stdout.decode()

@@ -112,6 +112,7 @@ def dead_letters(db: Any) -> None:
         db.execute(
             UPSERT_DEAD_LETTER,
             {
+                "account": "default",
                 "request_id": rid,
                 "job_id": "job-1",
                 "kind": "status",
@@ -365,6 +366,7 @@ def activity(db: Any) -> None:
 
 
 EXPECTED_STATS: dict[str, Any] = {
+    "account": None,
     "redis": {"up": True, "error": None},  # AOF figures added from the server's own CONFIG and INFO
     "postgres": {"up": True, "error": None},
     "queue": {"name": QUEUE, "jobs": 4},  # the oldest job's age checked on its own
@@ -504,9 +506,13 @@ def test_the_stats_queries_read_only_the_newest_rows_of_big_tables(db: Any) -> N
 
     plans = {}
     for name, query, params in (
-        ("events", EVENTS_STORED, {}),
-        ("lag", LAG, {}),
-        ("messages", MESSAGES_SETTLED, {"delivered": [1, 2, 4], "failed": [3, 20, 22, 23, 24, 25]}),
+        ("events", EVENTS_STORED, {"account": None}),
+        ("lag", LAG, {"account": None}),
+        (
+            "messages",
+            MESSAGES_SETTLED,
+            {"account": None, "delivered": [1, 2, 4], "failed": [3, 20, 22, 23, 24, 25]},
+        ),
     ):
         plans[name] = "\n".join(row[0] for row in db.execute("EXPLAIN " + query, params))
     for plan in plans.values():
