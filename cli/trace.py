@@ -43,6 +43,11 @@ def register(commands: argparse._SubParsersAction[arguments.Parser]) -> None:
         "--id", type=message_id, help="with --phone: the message of this id (its statuses and state)"
     )
     parser.add_argument(
+        "--account",
+        type=arguments.account,
+        help="with --phone: the events of this account only (default: every account's)",
+    )
+    parser.add_argument(
         "--limit",
         type=limit,
         default=DEFAULT_LIMIT,
@@ -86,7 +91,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Print what is known; exit code 0 if anything was found, 1 if nothing, 2 for bad options."""
     from workers.trace import trace_events, trace_request
 
-    if (args.rid is None) == (args.phone is None) or (args.id is not None and args.rid is not None):
+    if (args.rid is None) == (args.phone is None) or (
+        args.rid is not None and (args.id is not None or args.account is not None)
+    ):
         print(
             "smsc-ingest trace: give a request id, or --phone (with --id for a message's statuses) "
             "(see smsc-ingest trace -h)",
@@ -97,7 +104,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         found = trace_request(settings, args.rid)
         _print(request_lines(found))
         return 0 if found.found else 1
-    events = trace_events(settings, args.phone, args.id, args.limit)
+    events = trace_events(settings, args.phone, args.id, args.limit, args.account)
     _print(event_lines(events, args.phone, args.id))
     return 0 if events.found else 1
 
@@ -136,16 +143,11 @@ def event_lines(t: EventTrace, phone: str, message_id: int | None) -> list[str]:
     """The events of a phone, or of a message and phone."""
     lines: list[str] = []
     if message_id is not None:
-        m = t.message
-        lines.append(
-            f"message {message_id} to {phone}: "
-            + (
-                f"now status {m['status']} at {_at(m['status_at'])}, err {_value(m['err'])}, "
-                f"updated {_at(m['updated_at'])}"
-                if m
-                else "no state stored"
-            )
-        )
+        lines += [
+            f"message {message_id} to {phone}: now status {m['status']} at {_at(m['status_at'])}, "
+            f"err {_value(m['err'])}, updated {_at(m['updated_at'])}, account {m['account']}"
+            for m in t.messages
+        ] or [f"message {message_id} to {phone}: no state stored"]
         lines += _section(t, "status", "statuses, oldest first", t.statuses)
     lines += _section(t, "incoming", f"incoming SMS from {phone}, newest first", t.incoming)
     if message_id is None:

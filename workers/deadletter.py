@@ -59,6 +59,7 @@ SELECT_OF_REQUEST = _COLUMNS + "WHERE request_id = %(rid)s"
 SELECT_OF_PHONE = (
     _COLUMNS
     + """WHERE phone = ANY(%(phones)s) AND (%(event_ref)s::text IS NULL OR event_ref = %(event_ref)s)
+  AND (%(account)s::text IS NULL OR account = %(account)s)
 ORDER BY failed_at DESC LIMIT %(limit)s
 """
 )
@@ -169,10 +170,15 @@ def of_request(cur: psycopg.Cursor[dict[str, Any]], rid: str) -> DeadLetter | No
 
 
 def of_phone(
-    cur: psycopg.Cursor[dict[str, Any]], phones: list[str], event_ref: str | None, limit: int
+    cur: psycopg.Cursor[dict[str, Any]],
+    phones: list[str],
+    event_ref: str | None,
+    limit: int,
+    account: str | None = None,
 ) -> list[DeadLetter]:
-    """The newest PostgreSQL dead letters whose phone (as read) is one of `phones`, replayed or not."""
-    params = {"phones": phones, "event_ref": event_ref, "limit": limit}
+    """The newest PostgreSQL dead letters whose phone (as read) is one of `phones`, replayed or not;
+    of `account` only, if given."""
+    params = {"phones": phones, "event_ref": event_ref, "limit": limit, "account": account}
     return [_row_letter(row) for row in cur.execute(SELECT_OF_PHONE, params).fetchall()]
 
 

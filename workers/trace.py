@@ -36,9 +36,9 @@ _FETCH_CHUNK: Final = 100
 
 # Each event table, its kind, and the columns that tell a person which event a row is.
 TABLES: Final[dict[Kind, tuple[str, tuple[str, ...]]]] = {
-    Kind.STATUS: ("status_events", ("message_id", "phone", "status", "status_at", "err")),
-    Kind.INCOMING: ("incoming_messages", ("id", "phone", "to_phone", "sent_at", "sms_id")),
-    Kind.CALL: ("call_confirmations", ("phone", "called_at", "waitcall")),
+    Kind.STATUS: ("status_events", ("message_id", "phone", "status", "status_at", "err", "account")),
+    Kind.INCOMING: ("incoming_messages", ("id", "phone", "to_phone", "sent_at", "sms_id", "account")),
+    Kind.CALL: ("call_confirmations", ("phone", "called_at", "waitcall", "account")),
 }
 
 
@@ -57,19 +57,24 @@ SELECT_BY_REQUEST: Final = {kind: _select(kind, "WHERE request_id = %(rid)s") fo
 SELECT_STATUSES: Final = _select(
     Kind.STATUS,
     "WHERE message_id = %(id)s AND phone = ANY(%(phones)s) "
+    "AND (%(account)s::text IS NULL OR account = %(account)s) "
     "ORDER BY status_at DESC NULLS LAST, status DESC LIMIT %(limit)s",
 )
 SELECT_INCOMING: Final = _select(
     Kind.INCOMING,
     "WHERE phone = ANY(%(phones)s) AND (%(id)s::bigint IS NULL OR id = %(id)s) "
+    "AND (%(account)s::text IS NULL OR account = %(account)s) "
     "ORDER BY received_at DESC LIMIT %(limit)s",
 )
 SELECT_CALLS: Final = _select(
-    Kind.CALL, "WHERE phone = ANY(%(phones)s) ORDER BY called_at DESC LIMIT %(limit)s"
+    Kind.CALL,
+    "WHERE phone = ANY(%(phones)s) AND (%(account)s::text IS NULL OR account = %(account)s) "
+    "ORDER BY called_at DESC LIMIT %(limit)s",
 )
 SELECT_MESSAGE: Final = """
-SELECT message_id, phone, status, status_at, err, cost, updated_at FROM messages
-WHERE message_id = %(id)s AND phone = ANY(%(phones)s)
+SELECT message_id, phone, status, status_at, err, cost, updated_at, account FROM messages
+WHERE message_id = %(id)s AND phone = ANY(%(phones)s) AND (%(account)s::text IS NULL OR account = %(account)s)
+ORDER BY account
 """
 _DUPLICATES: Final = """
 SELECT request_id, first_request_id, kind, job_id, received_at, stored_at FROM duplicate_requests
@@ -146,9 +151,12 @@ class RequestTrace:
 
 @dataclass(frozen=True)
 class EventTrace:
-    """The events of a phone (and a message id): each kind newest first, at most `limit` of each."""
+    """The events of a phone (and a message id): each kind newest first, at most `limit` of each.
 
-    message: dict[str, Any] | None
+    A message id is one message per account: `messages` has the state of each.
+    """
+
+    messages: list[dict[str, Any]]
     statuses: list[Row]
     incoming: list[Row]
     calls: list[Row]
@@ -158,7 +166,7 @@ class EventTrace:
 
     @property
     def found(self) -> bool:
-        return bool(self.message or self.statuses or self.incoming or self.calls or self.dead_letters)
+        return bool(self.messages or self.statuses or self.incoming or self.calls or self.dead_letters)
 
 
 def trace_request(settings: Settings, rid: str, max_jobs: int = MAX_SCANNED_JOBS) -> RequestTrace:
@@ -183,11 +191,14 @@ def trace_request(settings: Settings, rid: str, max_jobs: int = MAX_SCANNED_JOBS
     return RequestTrace(rid, rows, duplicate, original, letter, jobs, scan)
 
 
-def trace_events(settings: Settings, phone: str, message_id: int | None, limit: int) -> EventTrace:
+def trace_events(
+    settings: Settings, phone: str, message_id: int | None, limit: int, account: str | None = None
+) -> EventTrace:
     """The events of `phone`: with `message_id`, that message's statuses and state and the incoming SMS
-    of that id; without, its incoming SMS and calls. Raises TransientError as trace_request does."""
+    of that id; without, its incoming SMS and calls; of `account` only, if given, else of every one.
+    Raises TransientError as trace_request does."""
     phones = phone_forms(phone)
-    params = {"phones": phones, "id": message_id, "limit": limit + 1}
+    params = {"phones": phones, "id": message_id, "limit": limit + 1, "account": account}
     more: dict[str, bool] = {}
 
     def newest(cur: psycopg.Cursor[dict[str, Any]], kind: Kind, query: sql.Composed) -> list[Row]:
@@ -196,17 +207,18 @@ def trace_events(settings: Settings, phone: str, message_id: int | None, limit: 
         return _with_copies(cur, found[:limit])
 
     with translated(), connect(settings.database_url) as conn, conn.cursor(row_factory=dict_row) as cur:
-        message, statuses, calls = None, [], []
+        messages, statuses, calls = [], [], []
         if message_id is not None:
-            message = cur.execute(SELECT_MESSAGE, params).fetchone()
+            messages = cur.execute(SELECT_MESSAGE, params).fetchall()
             # A history reads oldest first.
             statuses = newest(cur, Kind.STATUS, SELECT_STATUSES)[::-1]
         incoming = newest(cur, Kind.INCOMING, SELECT_INCOMING)
         if message_id is None:
             calls = newest(cur, Kind.CALL, SELECT_CALLS)
-        letters = of_phone(cur, phones, None if message_id is None else str(message_id), limit + 1)
+        event_ref = None if message_id is None else str(message_id)
+        letters = of_phone(cur, phones, event_ref, limit + 1, account)
         more["dead_letter"] = len(letters) > limit
-    return EventTrace(message, statuses, incoming, calls, letters[:limit], limit, more)
+    return EventTrace(messages, statuses, incoming, calls, letters[:limit], limit, more)
 
 
 def phone_forms(phone: str) -> list[str]:

@@ -400,6 +400,34 @@ async def test_stats_of_one_account(shop_and_web: Any, db: Any) -> None:
     assert text[-1].startswith("Account                 shop (")
 
 
+async def test_trace_shows_the_account(shop_and_web: Any, redis_db: Redis) -> None:
+    """`trace` names each row's account; a message id in two accounts is two messages, and
+    `--account` shows one account's alone."""
+    settings, client = shop_and_web
+    assert (await post(client, build("status", algorithm="sha1", secret=SHOP_NEW), "/smsc/shop"))[0] == 200
+    assert (await post(client, build("status"), "/smsc"))[0] == 200
+    (shop_rid, _) = [raw["rid"] for raw in queued(redis_db)]
+    run(settings, burst=True)
+    phone = SAMPLES["status"]["phone"]
+    by_rid = cli("trace", shop_rid).stdout.decode().splitlines()
+    assert by_rid[1].startswith("  stored first by this request: status_events message_id=1001 ")
+    assert " err=- account=shop (received " in by_rid[1]
+    both = cli("trace", "--phone", phone, "--id", "1001").stdout.decode().splitlines()
+    assert [line.rsplit(", account ", 1)[1] for line in both if line.startswith("message 1001")] == [
+        "default",
+        "shop",
+    ]
+    assert sorted(line.split(" account=")[1].split()[0] for line in both if "status_events" in line) == [
+        "default",
+        "shop",
+    ]
+    one = cli("trace", "--phone", phone, "--id", "1001", "--account", "shop").stdout.decode().splitlines()
+    (message,) = [line for line in one if line.startswith("message 1001")]
+    assert message.endswith(", account shop")
+    assert [line.split(" account=")[1].split()[0] for line in one if "status_events" in line] == ["shop"]
+    assert cli("trace", shop_rid, "--account", "shop").returncode == 2
+
+
 @pytest.mark.parametrize("name", ["shop.ru", "", "a" * 65, "магазин"])
 def test_a_bad_account_argument_is_refused(name: str) -> None:
     """`--account` takes an account name only: anything else is a usage error, exit code 2."""

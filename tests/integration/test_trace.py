@@ -71,7 +71,10 @@ async def test_three_copies_name_the_first_request_and_the_two_duplicates(
     drain()
     assert db.execute("SELECT request_id FROM status_events").fetchall() == [(first,)]
     assert duplicates(db) == {second: first, third: first}
-    row = f"status_events message_id=1001 phone={PHONE} status=1 status_at=2023-11-14T22:13:20+00:00 err=-"
+    row = (
+        f"status_events message_id=1001 phone={PHONE} status=1 status_at=2023-11-14T22:13:20+00:00 err=- "
+        "account=default"
+    )
 
     code, lines = trace(first)
     assert code == 0
