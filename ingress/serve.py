@@ -96,6 +96,8 @@ async def _reload_on_hangup(app: web.Application) -> AsyncIterator[None]:
     loop.add_signal_handler(signal.SIGHUP, app[ACCOUNTS].reload)
     yield
     loop.remove_signal_handler(signal.SIGHUP)
+    # Not back to the default, which would end the process mid-shutdown.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _supervise(children: list[int]) -> int:

@@ -109,7 +109,8 @@ def parse(data: bytes, source: str, default: Account) -> Accounts:
         text = data.decode("utf-8")
         document = tomllib.loads(text)
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{source}: not UTF-8 (byte {e.start})") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{source}, line {line}: not UTF-8 (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         # tomllib's message names the line and column, and quotes no value.
         raise ConfigError(f"{source}: {e}") from None
@@ -134,7 +135,12 @@ def _account(name: str, table: Any, where: _Lines) -> Account:
         )
     if name in RESERVED_NAMES:
         raise ConfigError(
-            where.of(name, None, f"{name!r} is reserved: `default` is the environment's account (SMSC_*)")
+            where.of(
+                name,
+                None,
+                f"{name!r} is reserved: `default` is the environment's account (SMSC_*), "
+                "`unknown` the metrics label of any other",
+            )
         )
     if not isinstance(table, dict):
         raise ConfigError(where.of(name, None, "must be a table: [accounts.NAME] with its keys"))
@@ -174,7 +180,7 @@ def _secrets(name: str, table: dict[str, Any], where: _Lines) -> tuple[str, ...]
         values = table["secrets"]
         key = "secrets"
         if not isinstance(values, list) or not values:
-            raise ConfigError(where.of(name, key, "secrets must be a list of one or two secrets"))
+            raise ConfigError(where.of(name, key, "secrets must be a list of secrets, the new one first"))
     else:
         raise ConfigError(where.of(name, None, 'no secret: set secret = "..." (or secrets = [...])'))
     # Never quoted: an error is logged, and a secret never is.

@@ -252,7 +252,7 @@ def test_an_error_never_quotes_a_secret(text: str) -> None:
 
 def test_a_file_not_in_utf8_is_refused() -> None:
     """TOML is UTF-8: other bytes are refused, not guessed."""
-    with pytest.raises(ConfigError, match=r"^accounts\.toml: not UTF-8"):
+    with pytest.raises(ConfigError, match=r"^accounts\.toml, line 2: not UTF-8"):
         parse('[accounts.shop]\nsecret = "a" # Привет\n'.encode("cp1251"), "accounts.toml", DEFAULT)
 
 
