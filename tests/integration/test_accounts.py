@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -227,10 +228,17 @@ def test_a_job_for_an_account_the_worker_does_not_know_is_a_dead_letter(
     r = build("status")
     raw = RawRequest("r-gone", 1700000000.0, r.query, r.content_type, r.body, account="gone")
     enqueue(redis_db, raw, settings)
+    labels = {"kind": "status", "outcome": "dead_letter"}
+    before = REGISTRY.get_sample_value("smsc_worker_events_total", {**labels, "account": "unknown"}) or 0
     run(settings, burst=True)
     assert db.execute("SELECT request_id, reason, account FROM dead_letters").fetchall() == [
         ("r-gone", "unknown account 'gone'", "gone")
     ]
+    # The worker's counter: a name its file does not hold is `unknown`, never a label value of its own.
+    assert (
+        REGISTRY.get_sample_value("smsc_worker_events_total", {**labels, "account": "unknown"}) == before + 1
+    )
+    assert REGISTRY.get_sample_value("smsc_worker_events_total", {**labels, "account": "gone"}) is None
     assert db.execute("SELECT count(*) FROM status_events").fetchone() == (0,)
 
 
@@ -247,15 +255,16 @@ def test_a_worker_learns_an_account_added_since_it_started(tmp_path: Path, db: A
     assert db.execute("SELECT count(*) FROM dead_letters").fetchone() == (0,)
 
 
-def test_a_bad_file_at_start_is_refused_naming_the_line(tmp_path: Path) -> None:
-    """`serve` with a broken accounts file exits 2 before listening, naming the file and the line,
-    and without the secret that the file does hold."""
+@pytest.mark.parametrize(
+    "command", [["serve", "--port", "1"], ["worker", "--burst"]], ids=["serve", "worker"]
+)
+def test_a_bad_file_at_start_is_refused_naming_the_line(tmp_path: Path, command: list[str]) -> None:
+    """The ingress (before it listens) and a worker with a broken accounts file exit 2, naming the
+    file and the line, and without the secret that the file does hold."""
     path = tmp_path / "accounts.toml"
     path.write_text(f'[accounts.shop]\nsecret = "{WEB}"\nhash = "sha256"\n', encoding="utf-8")
     env = environment(SMSC_ACCOUNTS_FILE=str(path))
-    done = subprocess.run(
-        [COMMAND, "serve", "--port", "1"], env=env, capture_output=True, timeout=60, check=False
-    )
+    done = subprocess.run([COMMAND, *command], env=env, capture_output=True, timeout=60, check=False)
     assert done.returncode == 2
     err = done.stderr.decode()
     assert f"{path}, line 3: account 'shop': hash must be md5, sha1 or crc32" in err
