@@ -26,8 +26,6 @@ from smsc.settings import SECRET_CHARACTERS, Settings
 
 log = structlog.get_logger("smsc")
 
-# `default` is the environment's account; `unknown` stands for all others in metrics labels.
-RESERVED_NAMES: Final = frozenset({DEFAULT_ACCOUNT, UNKNOWN_ACCOUNT})
 _KEYS: Final = ("secret", "secrets", "hash", "charset", "tz")
 
 
@@ -123,24 +121,24 @@ def parse(data: bytes, source: str, default: Account) -> Accounts:
         raise ConfigError(where.top("accounts", "accounts must be tables: [accounts.NAME]"))
     accounts = {default.name: default}
     for name, table in tables.items():
-        account = _account(name, table, where)
-        accounts[account.name] = account
+        # [accounts.default] replaces the environment's settings of POST /smsc with its own, so
+        # that its secret too can be rotated by a reload; what it does not set stays the environment's.
+        accounts[name] = _account(name, table, where, default if name == DEFAULT_ACCOUNT else _STANDARD)
     return Accounts(accounts)
 
 
-def _account(name: str, table: Any, where: _Lines) -> Account:
+# What an account of the file has where it sets nothing.
+_STANDARD: Final = Account("", (), HashAlgorithm.MD5, "windows-1251", ZoneInfo("Europe/Moscow"))
+
+
+def _account(name: str, table: Any, where: _Lines, unset: Account) -> Account:
     if not ACCOUNT_NAME.fullmatch(name):
         raise ConfigError(
             where.of(name, None, "an account name has 1 to 64 latin letters, digits, '-' and '_'")
         )
-    if name in RESERVED_NAMES:
+    if name == UNKNOWN_ACCOUNT:
         raise ConfigError(
-            where.of(
-                name,
-                None,
-                f"{name!r} is reserved: `default` is the environment's account (SMSC_*), "
-                "`unknown` the metrics label of any other",
-            )
+            where.of(name, None, f"{name!r} is reserved: the metrics label of any account not in the file")
         )
     if not isinstance(table, dict):
         raise ConfigError(where.of(name, None, "must be a table: [accounts.NAME] with its keys"))
@@ -150,19 +148,19 @@ def _account(name: str, table: Any, where: _Lines) -> Account:
                 where.of(name, key, f"unknown key {key[:64]!r}, expected one of {', '.join(_KEYS)}")
             )
     secrets = _secrets(name, table, where)
-    hash_name = _text(name, "hash", table.get("hash", HashAlgorithm.MD5.value), where)
+    hash_name = _text(name, "hash", table.get("hash", unset.hash_algorithm.value), where)
     try:
         algorithm = HashAlgorithm(hash_name.strip().lower())
     except ValueError:
         raise ConfigError(where.of(name, "hash", "hash must be md5, sha1 or crc32")) from None
-    charset = table.get("charset", "windows-1251")
+    charset = table.get("charset", unset.charset)
     try:
         codec_for(_text(name, "charset", charset, where))
     except UnknownCharset:
         raise ConfigError(
             where.of(name, "charset", "charset must be utf-8, koi8-r or windows-1251")
         ) from None
-    tz_name = _text(name, "tz", table.get("tz", "Europe/Moscow"), where)
+    tz_name = _text(name, "tz", table.get("tz", unset.tz.key), where)
     try:
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):

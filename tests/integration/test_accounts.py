@@ -173,6 +173,22 @@ async def test_what_each_account_path_answers(
         assert text == "forbidden: unknown account\n"
 
 
+@pytest.mark.parametrize(
+    ("secret", "code"),
+    [("default-New_1", 200), (SECRET, 200), ("default-Third_2", 403)],
+    ids=["new", "old", "third"],
+)
+async def test_the_secret_of_post_smsc_rotates_through_the_file(
+    tmp_path: Path, redis_db: Redis, db: Any, secret: str, code: int
+) -> None:
+    """[accounts.default] in the file gives POST /smsc two secrets: the environment's old one and a
+    new one; any other is refused."""
+    text = f'[accounts.default]\nsecrets = ["default-New_1", "{SECRET}"]\n'
+    settings = settings_for(tmp_path / "accounts.toml", text)
+    async with TestClient(TestServer(create_app(settings))) as client:
+        assert (await post(client, build("status", secret=secret)))[0] == code
+
+
 async def test_another_method_on_an_account_path_is_405(shop_and_web: Any) -> None:
     """GET on an account's handler path is the handler's 405, as on /smsc."""
     _, client = shop_and_web

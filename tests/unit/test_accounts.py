@@ -180,9 +180,9 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
             id="name-65",
         ),
         pytest.param(
-            '[accounts.default]\nsecret = "a"\n',
-            r"^accounts\.toml, line 1: account 'default': 'default' is reserved",
-            id="default",
+            '[accounts.default]\nhash = "md5"\n',
+            r"^accounts\.toml, line 1: account 'default': no secret",
+            id="default-without-secret",
         ),
         pytest.param(
             '[accounts.unknown]\nsecret = "a"\n',
@@ -282,3 +282,20 @@ def test_the_shipped_example_is_a_good_file() -> None:
     accounts = parse(path.read_bytes(), str(path), DEFAULT)
     assert set(accounts.by_name) == {"default", "shop", "sub-client_2"}
     assert accounts.by_name["sub-client_2"].secrets == ("CHANGE_ME_NEW", "CHANGE_ME_OLD")
+
+
+def test_accounts_default_in_the_file_replaces_the_environments() -> None:
+    """[accounts.default] gives POST /smsc the file's secrets (a rotation by reload); what it does not
+    set stays the environment's."""
+    env = Account("default", ("env-Secret",), HashAlgorithm.SHA1, "koi8-r", ZoneInfo("UTC"))
+    text = b'[accounts.default]\nsecrets = ["new-Secret", "env-Secret"]\ntz = "Asia/Vladivostok"\n'
+    assert parse(text, "a.toml", env).by_name == {
+        "default": Account(
+            "default",
+            ("new-Secret", "env-Secret"),
+            HashAlgorithm.SHA1,
+            "koi8-r",
+            ZoneInfo("Asia/Vladivostok"),
+        )
+    }
+    assert parse(b"", "a.toml", env).by_name == {"default": env}
