@@ -104,8 +104,8 @@ SELECT count(*) FILTER (WHERE m.status = ANY(%(delivered)s)),
        count(*) FILTER (WHERE m.status = ANY(%(failed)s))
 FROM messages AS m
 WHERE m.updated_at > now() - interval '24 hours'
-  AND (m.message_id, m.phone) IN (
-      SELECT message_id, phone FROM status_events WHERE stored_at > now() - interval '24 hours'
+  AND (m.account, m.message_id, m.phone) IN (
+      SELECT account, message_id, phone FROM status_events WHERE stored_at > now() - interval '24 hours'
   )
 """
 

@@ -59,6 +59,7 @@ def dead_row(rid: str, body: bytes = b"ts=x", **fields: Any) -> dict[str, Any]:
     """A dead letter's parameters as a worker writes them (UPSERT_DEAD_LETTER's)."""
     raw = RawRequest(rid, 1_700_000_000.0, fields.pop("query", "charset=utf-8"), "text/plain", body)
     return {
+        "account": raw.account,
         "request_id": rid,
         "job_id": "job-1",
         "kind": "status",
