@@ -312,10 +312,13 @@ def test_a_released_database_upgrades_with_every_row() -> None:
 # --- Two at once, a failed one, a changed one, --status -------------------------------------------
 
 
-def test_two_migrates_at_once_both_succeed(latest: str) -> None:
-    """Two `smsc-ingest migrate` started together on an empty database both exit 0; each migration
-    is applied once and the schema is schema.sql's."""
+@pytest.mark.parametrize("missing", [False, True], ids=["empty", "missing"])
+def test_two_migrates_at_once_both_succeed(latest: str, missing: bool) -> None:
+    """Two `smsc-ingest migrate` started together on an empty database, or none (both create it),
+    both exit 0; each migration is applied once and the schema is schema.sql's."""
     with throwaway("twice") as url:
+        if missing:
+            _admin("DROP DATABASE {}", urlsplit(url).path.lstrip("/"))
         env = environment(DATABASE_URL=url)
         procs = [spawn([COMMAND, "migrate"], env, subprocess.PIPE) for _ in range(2)]
         for proc in procs:
