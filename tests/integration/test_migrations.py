@@ -95,6 +95,7 @@ def schema_of(url: str) -> str:
 
 
 def versions(url: str) -> list[int]:
+    """The migrations recorded as applied."""
     with psycopg.connect(url) as conn:
         return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
 
@@ -145,17 +146,20 @@ RECEIVED_AT = datetime.fromtimestamp(RECEIVED, UTC)
 
 
 def raw(kind: str, params: dict[str, str], rid: str) -> RawRequest:
+    """A callback as the ingress queued it: signed by tests/payloads.py, its secret redacted."""
     r = build(kind, params=params)
     return RawRequest(rid, RECEIVED, redact_query(r.query), r.content_type, r.body)
 
 
 def event_of(request: RawRequest) -> Event:
+    """The event a worker reads from `request`."""
     settings = Settings.from_env(service_env())
     decoded = decode(request.body, request.query, request.content_type, settings.default_charset)
     return normalize(decoded, settings.tz, RECEIVED_AT)
 
 
 def status(message_id: int, code: int, ts: int | None = None, time: str | None = None) -> dict[str, str]:
+    """A delivery status's parameters, dated by `ts`, `time`, both or neither."""
     params = {"id": str(message_id), "phone": "79998887766", "status": str(code), "cost": "1.5"}
     if ts is not None:
         params["ts"] = str(ts)
@@ -207,6 +211,7 @@ VALUES ('released-copy', 'released-0', 'status', 'job-2', now())
 
 
 def released_insert(table: str, event: Event) -> sql.Composed:
+    """The INSERT the release made of `event`: its fields and the receipt, without an account."""
     columns = [*(f.name for f in fields(event)), "request_id", "received_at"]
     return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
         sql.Identifier(table),
@@ -216,6 +221,7 @@ def released_insert(table: str, event: Event) -> sql.Composed:
 
 
 def released_row(event: Event, rid: str) -> dict[str, Any]:
+    """The parameters of `released_insert` (and of the released messages upsert)."""
     row = {f.name: getattr(event, f.name) for f in fields(event)}
     return {**row, "params": Jsonb(event.params), "request_id": rid, "received_at": RECEIVED_AT}
 
@@ -239,6 +245,7 @@ def released_git_schema() -> str:
 
 
 def without_header(text: str) -> str:
+    """`text` without its leading comment lines."""
     lines = text.splitlines(keepends=True)
     while lines and lines[0].startswith("--"):
         lines.pop(0)
@@ -355,6 +362,7 @@ def test_a_failed_migration_leaves_the_database_as_it_was(tmp_path: Path, latest
 
 
 def edit(path: Path) -> None:
+    """Append a comment: the file's checksum changes, its SQL does not."""
     path.write_text(path.read_text(encoding="utf-8") + "-- edited\n", encoding="utf-8")
 
 
@@ -380,6 +388,7 @@ def test_an_applied_migration_changed_or_gone_is_refused(
 
 
 def migrate_status(url: str) -> list[list[str]]:
+    """The words of each line `smsc-ingest migrate --status` prints."""
     done = subprocess.run(
         [COMMAND, "migrate", "--status"], env=environment(DATABASE_URL=url), capture_output=True, text=True
     )
@@ -479,6 +488,7 @@ class Feeder(threading.Thread):
 
 
 def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll `check` until true; fail after `seconds`."""
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, f"no {what} within {seconds} s"
