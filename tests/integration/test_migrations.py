@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,15 +82,26 @@ def normalized(dump: str) -> str:
     return "".join(line for line in dump.splitlines(keepends=True) if not line.startswith(RESTRICT))
 
 
-def pg_dump() -> str:
-    """The system's pg_dump, else the embedded PostgreSQL's (a session on embedded servers)."""
-    return shutil.which("pg_dump") or str(devservers.postgres_bindir(system=False) / "pg_dump")
+def pg_dump(url: str) -> str:
+    """A pg_dump as new as the server (pg_dump refuses a newer server): the system's, else the embedded
+    PostgreSQL's (a session on embedded servers, where the system may have an older client only)."""
+    with psycopg.connect(url) as conn:
+        server = conn.info.server_version // 10000
+    candidates = [shutil.which("pg_dump")]
+    with suppress(ConfigError):
+        candidates.append(str(devservers.postgres_bindir(system=False) / "pg_dump"))
+    for candidate in filter(None, candidates):
+        printed = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=True).stdout
+        # "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
+        if int(printed.split()[2].split(".")[0]) >= server:
+            return candidate
+    pytest.fail(f"no pg_dump of PostgreSQL {server} or newer among {candidates}")
 
 
 def schema_of(url: str) -> str:
     """The schema as pg_dump prints it, without the monthly partitions (which of them exist depends
     on the day and the rows) and the migrations' own records."""
-    args = [pg_dump(), "--schema-only", "-T", MONTHLY, "-T", "schema_migrations", "-d", url]
+    args = [pg_dump(url), "--schema-only", "-T", MONTHLY, "-T", "schema_migrations", "-d", url]
     return normalized(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
 
 
