@@ -56,14 +56,19 @@ def make(db: Any, *firsts: datetime) -> None:
             db.execute("SELECT smsc_ensure_partition(%s, %s)", (table, first))
 
 
-@pytest.fixture
-def slate(db: Any) -> Any:
-    """The event tables emptied, each with its default partition and the three months migrate makes
-    ahead only: what other tests made is gone."""
+def clear_months(db: Any) -> None:
+    """Leave each event table with its default partition and the three months migrate makes ahead
+    only: what other tests made is gone."""
     for table in TABLES:
         for partition in monthly(db, table):
             db.execute(f"DROP TABLE {partition}")
     make(db, month(0), month(1), month(2))
+
+
+@pytest.fixture
+def slate(db: Any) -> Any:
+    """The event tables emptied, their partitions those of a fresh migration."""
+    clear_months(db)
     return db
 
 
