@@ -89,7 +89,8 @@ CREATE INDEX status_events_received_at_idx ON status_events (received_at);
 CREATE INDEX status_events_stored_at_idx ON status_events
     USING brin (stored_at) WITH (autosummarize = on);
 CREATE INDEX status_events_request_id_idx ON status_events (request_id);
--- What users ask (README, "Querying the data"): one phone's events in a time range; failed deliveries per day.
+-- What users ask (README, "Querying the data"): one phone's events in a time range; failed
+-- deliveries per day.
 -- The history of one message is read through status_events_event_key.
 CREATE INDEX status_events_phone_idx ON status_events (account, phone, status_at);
 CREATE INDEX status_events_failed_idx ON status_events (account, status_at)

@@ -212,7 +212,8 @@ def _prune(settings: Settings, older_than: int | None, *, dry_run: bool) -> int:
         partitions = expired(conn, cutoff)
         for partition in partitions:
             rows = "rows unknown (never analyzed)" if partition.rows is None else f"~{partition.rows} rows"
-            line = f"{partition.name}  {partition.lower:%Y-%m-%d} to {partition.upper:%Y-%m-%d}  {rows}"
+            lower = "..." if partition.lower is None else f"{partition.lower:%Y-%m-%d}"
+            line = f"{partition.name}  {lower} to {partition.upper:%Y-%m-%d}  {rows}"
             if dry_run:
                 print(f"would drop {line}")
                 continue

@@ -1,4 +1,5 @@
-"""Month partitions of the event tables: made ahead of need by `migrate` and by the workers."""
+"""Month partitions of the event tables: made ahead of need by `migrate` and by the workers, dropped
+past the retention by `prune`."""
 
 from __future__ import annotations
 
@@ -56,11 +57,11 @@ def ensure_ahead(conn: psycopg.Connection[Any], now: datetime | None = None) -> 
 @dataclass(frozen=True)
 class Partition:
     """A month's partition of an event table, and PostgreSQL's estimate of its rows (None: the table
-    was never analyzed)."""
+    was never analyzed). `lower` is None for a partition made by hand FROM (MINVALUE)."""
 
     table: str
     name: str
-    lower: datetime
+    lower: datetime | None
     upper: datetime
     rows: int | None
 
@@ -82,6 +83,9 @@ WHERE i.inhparent = ANY(%(tables)s::text[]::regclass[]) AND bounds.upper <= %(cu
 ORDER BY bounds.upper, parent.relname
 """
 
+# IF EXISTS: a prune running elsewhere at the same time may have dropped it first.
+DROP = sql.SQL("DROP TABLE IF EXISTS {}")
+
 
 def expired(conn: psycopg.Connection[Any], cutoff: datetime) -> list[Partition]:
     """The monthly partitions of the event tables that end at or before `cutoff`, oldest first."""
@@ -99,8 +103,7 @@ def drop(conn: psycopg.Connection[Any], partition: Partition) -> None:
         try:
             with conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (DROP_LOCK_TIMEOUT,))
-                # IF EXISTS: a prune running elsewhere at the same time may have dropped it first.
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(partition.name)))
+                conn.execute(DROP.format(sql.Identifier(partition.name)))
             return
         except psycopg.errors.LockNotAvailable:
             log.warning(

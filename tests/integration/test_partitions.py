@@ -221,9 +221,10 @@ def test_the_same_event_in_two_accounts_is_two_rows(kind: str, slate: Any, setti
 # --- prune ---------------------------------------------------------------------------------------
 
 
-def prune(*args: str) -> subprocess.CompletedProcess[str]:
+def prune(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`smsc-ingest prune args` on the test database, with `env` added to its environment."""
     return subprocess.run(
-        [COMMAND, "prune", *args], env=environment(), capture_output=True, text=True, timeout=60
+        [COMMAND, "prune", *args], env=environment(**env), capture_output=True, text=True, timeout=60
     )
 
 
@@ -240,10 +241,10 @@ def everything(db: Any) -> dict[str, list[tuple[Any, ...]]]:
 def test_prune_dry_run_lists_the_old_months_then_prune_drops_them_whole(
     slate: Any, settings: Settings
 ) -> None:
-    """With --older-than 365, the months 13 and 14 back are listed with their row estimates by
-    --dry-run, which drops nothing, then dropped; two months back, this month and the next, and the
-    default partition (an event without a time, one of a month without a partition) stay, and
-    `messages` is untouched."""
+    """With a retention of 365 days (SMSC_RETENTION_DAYS, then --older-than), the months 13 and 14
+    back are listed with their row estimates by --dry-run, which drops nothing, then dropped; two
+    months back, this month and the next, and the default partition (an event without a time, one
+    of a month without a partition) stay, and `messages` is untouched."""
     old, older, recent = month(-13), month(-14), month(-2)
     make(slate, older, old, recent)
     rows_in = {older: 3, old: 2, recent: 1, month(0): 1}
@@ -257,7 +258,7 @@ def test_prune_dry_run_lists_the_old_months_then_prune_drops_them_whole(
     before = everything(slate)
     doomed = [name(table, first) for first in (older, old) for table in TABLES]
 
-    dry = prune("--older-than", "365", "--dry-run")
+    dry = prune("--dry-run", SMSC_RETENTION_DAYS="365")
     assert dry.returncode == 0, dry.stderr
     listed = [line for line in dry.stdout.splitlines() if line.startswith("would drop ")]
     assert sorted(line.split()[2] for line in listed) == sorted(doomed)
