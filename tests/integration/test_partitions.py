@@ -229,7 +229,7 @@ def prune(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def everything(db: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Every partition of the event tables with its rows' keys, and `messages`."""
+    """The rows of every partition of the event tables, and of `messages`."""
     found = {}
     for table in TABLES:
         for partition in [*monthly(db, table), f"{table}_default"]:

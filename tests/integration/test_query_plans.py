@@ -14,13 +14,14 @@ from tests.integration.test_partitions import clear_months, make, month, monthly
 
 # The four queries, as README's "Querying the data" shows them.
 HISTORY = """
-SELECT status, status_at, err FROM status_events
+SELECT phone, status, status_at, err FROM status_events
 WHERE account = %(account)s AND message_id = %(message_id)s
 ORDER BY status_at, status
 """
 PHONE = """
-SELECT message_id, status, status_at FROM status_events
-WHERE account = %(account)s AND phone = %(phone)s AND status_at >= %(since)s AND status_at < %(until)s
+SELECT message_id, status, status_at, err FROM status_events
+WHERE account = %(account)s AND phone = %(phone)s
+  AND status_at >= %(since)s AND status_at < %(until)s
 ORDER BY status_at
 """
 FAILED_PER_DAY = """
