@@ -87,6 +87,12 @@ format: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 
+# How long `migrate` holds its lock on a released database of 1 million status events (README, "Upgrading");
+# a few minutes. Its own database smsc_bench_migration, dropped at the end: make bench-migration ARGS="--rows 200000"
+.PHONY: bench-migration
+bench-migration: $(STAMP)
+	$(BIN)/python -m bench.migration $(ARGS)
+
 # About 3 minutes: ingress, workers and end-to-end figures against references (see bench/README.md);
 # writes bench-results/latest.json. Uses the database smsc_bench and Redis database 14 only.
 bench: $(STAMP)

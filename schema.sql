@@ -89,7 +89,8 @@ CREATE INDEX status_events_received_at_idx ON status_events (received_at);
 CREATE INDEX status_events_stored_at_idx ON status_events
     USING brin (stored_at) WITH (autosummarize = on);
 CREATE INDEX status_events_request_id_idx ON status_events (request_id);
--- What users ask (README, "Querying"): one phone's events in a time range; failed deliveries per day.
+-- What users ask (README, "Querying the data"): one phone's events in a time range; failed
+-- deliveries per day.
 -- The history of one message is read through status_events_event_key.
 CREATE INDEX status_events_phone_idx ON status_events (account, phone, status_at);
 CREATE INDEX status_events_failed_idx ON status_events (account, status_at)
@@ -132,7 +133,7 @@ CREATE INDEX incoming_messages_stored_at_idx ON incoming_messages
     USING brin (stored_at) WITH (autosummarize = on);
 CREATE INDEX incoming_messages_request_id_idx ON incoming_messages (request_id);
 CREATE INDEX incoming_messages_phone_idx ON incoming_messages (account, phone, received_at);
--- What users ask (README, "Querying"): incoming SMS to one of our numbers in a time range.
+-- What users ask (README, "Querying the data"): incoming SMS to one of our numbers in a time range.
 CREATE INDEX incoming_messages_to_idx ON incoming_messages (account, to_phone, server_received_at);
 
 -- One row per call to the "confirm the number by a call" service.

@@ -45,6 +45,15 @@ def processes(text: str) -> int:
     return int(text)
 
 
+def retention_days(text: str) -> int:
+    """Days of events to keep: a whole number, 1 or more (at most about 270 years)."""
+    if not re.fullmatch(r"[0-9]{1,5}", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of days (a whole number, 1 or more; e.g. 400)"
+        )
+    return int(text)
+
+
 def dead_letter_id(text: str) -> str:
     """A dead letter's id as `list` prints it: a number (PostgreSQL) or an RQ job id (Redis)."""
     from workers.deadletter import row_id

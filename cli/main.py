@@ -1,5 +1,5 @@
-"""`smsc-ingest serve | worker | migrate | replay | dead-letter | trace | stats | exporter | dev | simulate`:
-the one console command."""
+"""`smsc-ingest serve | worker | migrate | prune | replay | dead-letter | trace | stats | exporter | dev |
+simulate`: the one console command."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import io
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
             return trace.run(settings, args)
         elif args.command == "migrate":
             _migrate(settings, args.status)
+        elif args.command == "prune":
+            return _prune(settings, args.older_than, dry_run=args.dry_run)
         elif args.command == "dev":
             from cli import dev
 
@@ -124,6 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     migrating.add_argument(
         "--status", action="store_true", help="list the migrations and when each was applied"
     )
+    pruning = commands.add_parser(
+        "prune", help="drop the event tables' monthly partitions past the retention, whole"
+    )
+    pruning.add_argument(
+        "--older-than",
+        type=arguments.retention_days,
+        metavar="DAYS",
+        help="drop the months that ended at least DAYS days ago (SMSC_RETENTION_DAYS; no default)",
+    )
+    pruning.add_argument("--dry-run", action="store_true", help="list what would be dropped, drop nothing")
     simulate.register(commands)
     stats.register(commands)
     exporting = commands.add_parser(
@@ -184,6 +197,49 @@ def _migrate(settings: Settings, show_status: bool) -> None:
     created = create_database_if_missing(settings.database_url)
     applied = migrate(settings.database_url)
     log.info("schema_migrated", database_created=created, applied=[m.path.name for m in applied])
+
+
+def _prune(settings: Settings, older_than: int | None, *, dry_run: bool) -> int:
+    """Exit code 1 if a partition could not be dropped (its table stayed locked): the others are
+    dropped all the same, and running it again finishes the job."""
+    from workers.db import connect
+    from workers.deadletter import translated
+    from workers.partitions import drop, expired
+
+    if older_than is None and not os.environ.get("SMSC_RETENTION_DAYS"):
+        raise ConfigError("prune needs a retention: --older-than DAYS or SMSC_RETENTION_DAYS")
+    days = arguments.from_env(older_than, "SMSC_RETENTION_DAYS", "", arguments.retention_days)
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    failed = 0
+    with translated(), connect(settings.database_url) as conn:
+        partitions = expired(conn, cutoff)
+        for partition in partitions:
+            rows = "rows unknown (never analyzed)" if partition.rows is None else f"~{partition.rows} rows"
+            lower = "..." if partition.lower is None else f"{partition.lower:%Y-%m-%d}"
+            line = f"{partition.name}  {lower} to {partition.upper:%Y-%m-%d}  {rows}"
+            if dry_run:
+                print(f"would drop {line}")
+                continue
+            try:
+                drop(conn, partition)
+            except TransientError as e:
+                print(f"smsc-ingest: not dropped: {printable(e.reason)}", file=sys.stderr)
+                failed += 1
+                continue
+            print(f"dropped {line}")
+            log.info(
+                "partition_dropped",
+                partition=partition.name,
+                table=partition.table,
+                upper=partition.upper.isoformat(),
+                rows_estimate=partition.rows,
+                older_than_days=days,
+            )
+    done = len(partitions) - failed
+    print(
+        f"{done} partition(s) {'would be ' if dry_run else ''}dropped, older than {cutoff:%Y-%m-%d %H:%M} UTC"
+    )
+    return 1 if failed else 0
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,8 @@ def create_database_if_missing(url: str) -> bool:
             return False
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.errors.DuplicateDatabase:
+        # Another process created it since the check: PostgreSQL names that race DuplicateDatabase, or
+        # UniqueViolation when both CREATEs ran at once (two `migrate` on a new deployment).
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             return False
     return True

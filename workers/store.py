@@ -95,10 +95,14 @@ def _record_duplicate(table: str, kind: Kind, match: sql.Composable) -> sql.Comp
 
 
 def _equal(*names: str, nullable: tuple[str, ...] = ()) -> sql.Composed:
-    """The stored row's key equals the event's: `=` where it can use the index, NULL-safe otherwise."""
+    """The stored row's key equals the event's, NULL equal to NULL where a column may hold it.
+
+    Spelled `= OR both NULL` rather than IS NOT DISTINCT FROM: on a partition key, PostgreSQL prunes
+    with the former (to the event's month and the default partition), never with the latter.
+    """
     return sql.SQL(" AND ").join(
-        sql.SQL("{} IS NOT DISTINCT FROM {}" if name in nullable else "{} = {}").format(
-            sql.Identifier("t", name), sql.Placeholder(name)
+        sql.SQL("({t} = {p} OR ({t} IS NULL AND {p} IS NULL))" if name in nullable else "{t} = {p}").format(
+            t=sql.Identifier("t", name), p=sql.Placeholder(name)
         )
         for name in names
     )
