@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,8 +20,9 @@ from smsc.exceptions import TransientError
 from smsc.protocol.raw import RawRequest, redact_query
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
+from tests.integration.conftest import service_env
 from tests.integration.procs import COMMAND, environment
-from tests.payloads import Request, build
+from tests.payloads import SECRET, Request, build
 from workers import partitions
 from workers.runner import run
 from workers.schema import migrate
@@ -205,8 +207,14 @@ def test_copies_of_events_of_several_months_make_one_row_each(slate: Any, settin
 
 
 @pytest.mark.parametrize("kind", list(TABLE_OF))
-def test_the_same_event_in_two_accounts_is_two_rows(kind: str, slate: Any, settings: Settings) -> None:
+def test_the_same_event_in_two_accounts_is_two_rows(
+    kind: str, slate: Any, redis_db: Redis, tmp_path: Path
+) -> None:
     """One event received for two accounts, twice each, is one row per account."""
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(f'[accounts.shop]\nsecret = "{SECRET}"\n', encoding="utf-8")
+    # The workers read their accounts from the file: one they do not know is a dead letter.
+    settings = Settings.from_env(service_env(SMSC_ACCOUNTS_FILE=str(accounts)))
     copy = event(kind, month(-1).replace(day=20))
     make(slate, month(-1))
     for _ in range(2):
