@@ -80,15 +80,15 @@ FROM e CROSS JOIN w
 
 
 @contextmanager
-def database() -> Iterator[Connection]:
-    """An autocommit connection to the benchmark's database."""
-    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+def database(url: str = DATABASE_URL) -> Iterator[Connection]:
+    """An autocommit connection to the benchmark's database (or to `url`)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         yield conn
 
 
-def redis() -> Redis:
-    """A client of the benchmark's Redis database number."""
-    return Redis.from_url(REDIS_URL)
+def redis(url: str = REDIS_URL) -> Redis:
+    """A client of the benchmark's Redis database number (or of `url`)."""
+    return Redis.from_url(url)
 
 
 def empty(conn: Connection, client: Redis) -> None:
