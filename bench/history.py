@@ -298,6 +298,9 @@ def _measure(procs: Processes, results: Results, month: datetime, history_rows: 
                 if found := logscan.complaints(name):
                     results.problem(f"{label} logged warnings/errors: {logscan.summary(found)}")
     meta["load_averages_before_runs"] = loads
+    section.notes.append(
+        f"load average (1 min) before the runs: {min(loads)}–{max(loads)} on {os.cpu_count()} CPUs"
+    )
     for url, _ in databases.values():
         with stores.database(url) as conn:
             _clean(conn, month)
