@@ -123,7 +123,6 @@ def main() -> int:
     client = stores.redis(HISTORY_REDIS_URL)
     try:
         with Processes() as procs:
-            _prepare(HISTORY_EMPTY_URL, afresh=True)
             history = _history(months, results.meta)
             print(f"[{time.monotonic() - began:5.0f} s] workers", flush=True)
             _measure(procs, results, months[-1], history)
@@ -255,7 +254,8 @@ def _measure(procs: Processes, results: Results, month: datetime, history_rows: 
         f"{meta['history_database_size'] / 1e9:.1f} GB; no run event is a copy of a stored one",
         f"each run: {WORKER_EVENTS} raw requests of this month (the ingress's payload mix, new message ids) "
         f"pre-queued as jobs of {JOB_SIZE} requests (smsc.queue.build_job/stage_job); "
-        "1 x `smsc-ingest worker --burst`; before each run, the last run's rows deleted, VACUUM, CHECKPOINT",
+        "1 x `smsc-ingest worker --burst`; before each run: the empty database made afresh; the filled one's "
+        "rows of the last run deleted, VACUUM; CHECKPOINT",
         "timed from the moment the worker has registered with RQ to its exit",
     ]
     results.sections.append(section)
@@ -273,8 +273,8 @@ def _measure(procs: Processes, results: Results, month: datetime, history_rows: 
     for i in range(RUNS):
         for key in ("empty", "full") if i % 2 == 0 else ("full", "empty"):
             url, label = databases[key]
+            _reset(key, month)
             with stores.database(url) as conn:
-                _clean(conn, month)
                 client.flushdb()
                 workers.prefill(
                     client, settings, list(payloads.raw_requests(FIRST_EVENT, WORKER_EVENTS, base_ts))
@@ -301,22 +301,31 @@ def _measure(procs: Processes, results: Results, month: datetime, history_rows: 
     section.notes.append(
         f"load average (1 min) before the runs: {min(loads)}–{max(loads)} on {os.cpu_count()} CPUs"
     )
-    for url, _ in databases.values():
-        with stores.database(url) as conn:
-            _clean(conn, month)
+    _reset("full", month)
 
 
-def _clean(conn: stores.Connection, month: datetime) -> None:
-    """Remove the rows of runs, then VACUUM and CHECKPOINT, so each run meets the same database."""
-    conn.execute(DELETE_RUN_STATUSES, {"id": RUN_FIRST_ID, "month": month})
-    conn.execute(DELETE_RUN_MESSAGES, {"id": RUN_FIRST_ID})
-    conn.execute(EMPTY_OTHERS)
-    # INDEX_CLEANUP ON: else VACUUM leaves the dead index entries of a few deleted rows among many
-    # (the filled database's case, not the empty one's), and the next run's same keys meet them.
-    conn.execute(
-        sql.SQL("VACUUM (INDEX_CLEANUP ON) {}, messages").format(sql.Identifier(_partitions([month])[0]))
-    )
-    conn.execute("CHECKPOINT")
+def _reset(key: str, month: datetime) -> None:
+    """Make the database as it was before any run, then CHECKPOINT, so each run meets the same one.
+
+    The empty one is made afresh: a deployment's new partitions have never been vacuumed or
+    analyzed (VACUUMed empty, the planner would take them for empty for good where autovacuum is
+    off, as on this machine, and scan them). The filled one loses the rows of runs, then VACUUM.
+    """
+    if key == "empty":
+        _prepare(HISTORY_EMPTY_URL, afresh=True)
+        with stores.database(HISTORY_EMPTY_URL) as conn:
+            conn.execute("CHECKPOINT")
+        return
+    with stores.database(HISTORY_FULL_URL) as conn:
+        conn.execute(DELETE_RUN_STATUSES, {"id": RUN_FIRST_ID, "month": month})
+        conn.execute(DELETE_RUN_MESSAGES, {"id": RUN_FIRST_ID})
+        conn.execute(EMPTY_OTHERS)
+        # INDEX_CLEANUP ON: else VACUUM leaves the index entries of a few deleted rows among many,
+        # and the next run's same keys meet them.
+        conn.execute(
+            sql.SQL("VACUUM (INDEX_CLEANUP ON) {}, messages").format(sql.Identifier(_partitions([month])[0]))
+        )
+        conn.execute("CHECKPOINT")
 
 
 if __name__ == "__main__":
