@@ -137,7 +137,7 @@ def main() -> int:
         client.flushdb()
     results.meta["seconds"] = round(time.monotonic() - began, 1)
     results.meta["load_average_at_end"] = round(os.getloadavg()[0], 2)
-    table = report.render(results, previous)
+    table = report.render(results, previous, "history.json")
     print("\n" + table)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / "history.json"

@@ -148,14 +148,14 @@ def _previous_median(previous: dict[str, Any], section: str, row: str, column: s
         return None
 
 
-def render(results: Results, previous: dict[str, Any] | None) -> str:
+def render(results: Results, previous: dict[str, Any] | None, previous_name: str = "latest.json") -> str:
     """The table: each figure the median of the runs [min–max]; the first column also vs the last run."""
     meta = results.meta
     lines = [
         f"smsc-ingest benchmark  {meta['date']}  commit {meta['commit']}  "
         f"{meta['cpus']} CPUs ({meta['cpu_model']})",
         f"each figure: median [min–max] of {meta['runs']} runs; 'prev': the first column's median against "
-        "the previous bench-results/latest.json",
+        f"the previous bench-results/{previous_name}",
     ]
     busy = meta.get("load_average_at_start", 0)
     if busy > BUSY_LOAD:
