@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 from bench import e2e, ingress, replicas, report, stores, workers
-from bench.config import JOB_SIZE, ROOT, RUNS, SMSC_INGEST, product_env
-from bench.procs import BenchError, Processes
+from bench.config import ROOT, SMSC_INGEST, product_env
+from bench.procs import BenchError, Processes, interrupt_on_signals
 
 SECTIONS = ("ingress", "replicas", "workers", "e2e")
 
@@ -34,13 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk (make bench does it)", file=sys.stderr)
         return 2
-    # SIGTERM ends the benchmark like Ctrl-C (even where a shell started it with SIGINT ignored):
-    # every process it started is stopped on the way out.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    interrupt_on_signals()
     began = time.monotonic()
     subprocess.run([SMSC_INGEST, "migrate"], env=product_env(), check=True, timeout=120, capture_output=True)
-    results = report.Results(meta=_machine())
+    results = report.Results(meta=report.machine())
     previous = report.load_previous()
     try:
         with Processes() as procs, tempfile.TemporaryDirectory(prefix="smsc-bench-") as tmp:
@@ -71,46 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     copy = report.save(results, table)
     print(f"\n{results.meta['seconds']:.0f} s; written to {copy.relative_to(ROOT)} and latest.json beside it")
     return 1 if results.problems else 0
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _machine() -> dict[str, Any]:
-    """Where and on what this ran, so that two result files can be compared."""
-    commit = _output(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
-    if _output(["git", "status", "--porcelain", "--", "smsc", "ingress", "workers", "schema.sql"]):
-        commit += "+changes"
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in (_output(["lscpu"]) or "").splitlines()
-            if "Model name" in line
-        ),
-        platform.processor(),
-    )
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit,
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "wrk": _output(["wrk", "-v"], any_exit=True).split(" [")[0],
-        "packages": {p: version(p) for p in ("aiohttp", "redis", "rq", "psycopg", "uvloop")},
-        "load_average_at_start": round(os.getloadavg()[0], 2),
-        "runs": RUNS,
-        "worker_job_size": JOB_SIZE,
-    }
-
-
-def _output(argv: list[str], any_exit: bool = False) -> str:
-    """What `argv` printed, or "" if it failed (`wrk -v` exits 1 after printing its version)."""
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=ROOT, check=False)
-    except OSError:
-        return ""
-    return done.stdout.strip() if done.returncode == 0 or any_exit else ""
 
 
 if __name__ == "__main__":

@@ -45,6 +45,17 @@ E2E_CONNECTIONS: Final = 64
 E2E_DRAIN_SECONDS: Final = 5.0  # all events stored within this after the load stops: it kept up
 E2E_WAIT_SECONDS: Final = 10.0  # how long to wait for the backlog at most
 
+# `make bench-history`: the workers' events/s into an empty database and into one holding a year of
+# statuses. Its own databases and Redis database number: it empties these, nothing else.
+HISTORY_EMPTY_URL: Final = "postgresql://postgres@127.0.0.1:5432/smsc_bench_empty"
+HISTORY_FULL_URL: Final = "postgresql://postgres@127.0.0.1:5432/smsc_bench_history"
+HISTORY_REDIS_URL: Final = "redis://127.0.0.1:6379/8"
+HISTORY_ROWS: Final = 20_000_000  # the issue's "at least 20 million status rows"; a fuller one is reused
+HISTORY_MONTHS: Final = 12
+# 2.5 statuses per message on average: 12 x 1.7 M rows, a margin over HISTORY_ROWS for the row
+# estimate the reuse check reads.
+HISTORY_MESSAGES_PER_MONTH: Final = 680_000
+
 
 def product_env(**overrides: str) -> dict[str, str]:
     """The environment of a product process: ours, less any SMSC_* setting of the caller's shell."""

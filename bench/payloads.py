@@ -22,14 +22,17 @@ MIX = "60% status, 25% incoming SMS (Cyrillic; utf-8 / windows-1251), 15% call; 
 BASE_TS = 1_700_000_000
 
 
-def callback(n: int) -> tuple[str, Request]:
-    """The n-th callback of a load: its kind and the request; distinct n make distinct events."""
+def callback(n: int, base_ts: int = BASE_TS) -> tuple[str, Request]:
+    """The n-th callback of a load: its kind and the request; distinct n make distinct events.
+
+    Its event time is `base_ts + n` (unix seconds).
+    """
     kind = KINDS[n % len(KINDS)]
     charset = "utf-8" if (n // len(KINDS)) % 2 else "windows-1251"
-    ts = str(BASE_TS + n)
+    ts = str(base_ts + n)
     params: dict[str, str]
     if kind == "status":
-        params = status_params(n)
+        params = status_params(n, base_ts)
     elif kind == "incoming":
         params = {
             "id": str(5_000_000 + n),
@@ -39,20 +42,20 @@ def callback(n: int) -> tuple[str, Request]:
             "to": "79001234567",
             "smsc": "79168999100",
             "sent": ts,
-            "time": str(BASE_TS + n + 1),
+            "time": str(base_ts + n + 1),
         }
     else:
         params = {"waitcall": "1", "phone": f"7903{n % 10_000_000:07d}", "ts": ts}
     return kind, build(kind, "form", charset, "md5", params, secret=SECRET)
 
 
-def status_params(n: int) -> dict[str, str]:
+def status_params(n: int, base_ts: int = BASE_TS) -> dict[str, str]:
     """The parameters of the n-th callback if it is a delivery status."""
     return {
         "id": str(1_000_000 + n // 2),
         "phone": f"7999{n // 2 % 10_000_000:07d}",
         "status": str(n % 2),
-        "ts": str(BASE_TS + n),
+        "ts": str(base_ts + n),
         "err": "0",
         "cnt": "1",
         "type": "0",
@@ -84,10 +87,10 @@ def write_wrk_file(path: Path, first: int, count: int) -> Path:
     return path
 
 
-def raw_requests(first: int, count: int) -> Iterable[RawRequest]:
+def raw_requests(first: int, count: int, base_ts: int = BASE_TS) -> Iterable[RawRequest]:
     """The same callbacks as the ingress would store them (hash parameters of the query redacted)."""
     for n in range(first, first + count):
-        _, r = callback(n)
+        _, r = callback(n, base_ts)
         yield RawRequest(
             rid=uuid.uuid4().hex,
             received_at=time.time(),

@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 
 from bench.config import HOST, LOG_DIR, ROOT
 
@@ -144,6 +144,17 @@ class Processes:
 
         wait_until(ready, 30, f"{log_name} to answer on port {port}")
         return proc
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM ends the benchmark like Ctrl-C (even where a shell started it with SIGINT ignored):
+    every process it started is stopped on the way out."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import statistics
+import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.config import RESULTS_DIR
+from bench.config import JOB_SIZE, RESULTS_DIR, ROOT, RUNS
 
 # A 1-minute load average above this at the start means someone else is using the machine.
 BUSY_LOAD = 0.5
@@ -144,14 +148,14 @@ def _previous_median(previous: dict[str, Any], section: str, row: str, column: s
         return None
 
 
-def render(results: Results, previous: dict[str, Any] | None) -> str:
+def render(results: Results, previous: dict[str, Any] | None, previous_name: str = "latest.json") -> str:
     """The table: each figure the median of the runs [min–max]; the first column also vs the last run."""
     meta = results.meta
     lines = [
         f"smsc-ingest benchmark  {meta['date']}  commit {meta['commit']}  "
         f"{meta['cpus']} CPUs ({meta['cpu_model']})",
         f"each figure: median [min–max] of {meta['runs']} runs; 'prev': the first column's median against "
-        "the previous bench-results/latest.json",
+        f"the previous bench-results/{previous_name}",
     ]
     busy = meta.get("load_average_at_start", 0)
     if busy > BUSY_LOAD:
@@ -203,8 +207,9 @@ def _ratios(s: Section) -> list[str]:
     return lines
 
 
-def load_previous() -> dict[str, Any] | None:
-    path = RESULTS_DIR / "latest.json"
+def load_previous(name: str = "latest.json") -> dict[str, Any] | None:
+    """The figures bench-results/<name> holds, for the 'prev' column."""
+    path = RESULTS_DIR / name
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -223,3 +228,39 @@ def save(results: Results, table: str) -> Path:
     (RESULTS_DIR / "latest.json").write_text(text, encoding="utf-8")
     (RESULTS_DIR / "latest.txt").write_text(table + "\n", encoding="utf-8")
     return copy
+
+
+def machine() -> dict[str, Any]:
+    """Where and on what this ran, so that two result files can be compared."""
+    commit = _output(["git", "rev-parse", "--short", "HEAD"]) or "unknown"
+    if _output(["git", "status", "--porcelain", "--", "smsc", "ingress", "workers", "schema.sql"]):
+        commit += "+changes"
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in (_output(["lscpu"]) or "").splitlines()
+            if "Model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "wrk": _output(["wrk", "-v"], any_exit=True).split(" [")[0],
+        "packages": {p: version(p) for p in ("aiohttp", "redis", "rq", "psycopg", "uvloop")},
+        "load_average_at_start": round(os.getloadavg()[0], 2),
+        "runs": RUNS,
+        "worker_job_size": JOB_SIZE,
+    }
+
+
+def _output(argv: list[str], any_exit: bool = False) -> str:
+    """What `argv` printed, or "" if it failed (`wrk -v` exits 1 after printing its version)."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=ROOT, check=False)
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 or any_exit else ""

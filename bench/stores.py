@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,13 @@ INSERT_REF_BATCH_ROW = """(
     %s, %s, %s, to_timestamp(%s), to_timestamp(%s), %s, %s, %s, %s, %s, %s, %s, %s, to_timestamp(%s)
 )"""
 
-PUBLIC_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+# Not schema_migrations: emptied, it would make the next `smsc-ingest migrate` apply every migration
+# again to tables that exist.
+PUBLIC_TABLES = """
+SELECT tablename FROM pg_tables
+WHERE schemaname = 'public' AND tablename <> 'schema_migrations'
+ORDER BY tablename
+"""
 COUNT_REF_ROWS = "SELECT count(*) FROM bench_status_events"
 COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letters"
 COUNT_EVENTS = """
@@ -80,19 +86,20 @@ FROM e CROSS JOIN w
 
 
 @contextmanager
-def database() -> Iterator[Connection]:
-    """An autocommit connection to the benchmark's database."""
-    with psycopg.connect(DATABASE_URL, autocommit=True, connect_timeout=5) as conn:
+def database(url: str = DATABASE_URL) -> Iterator[Connection]:
+    """An autocommit connection to the benchmark's database (or to `url`)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
         yield conn
 
 
-def redis() -> Redis:
-    """A client of the benchmark's Redis database number."""
-    return Redis.from_url(REDIS_URL)
+def redis(url: str = REDIS_URL) -> Redis:
+    """A client of the benchmark's Redis database number (or of `url`)."""
+    return Redis.from_url(url)
 
 
 def empty(conn: Connection, client: Redis) -> None:
-    """Flush our Redis database and truncate every table of our PostgreSQL database."""
+    """Flush our Redis database and truncate every table of our PostgreSQL database but the
+    migrations' record."""
     client.flushdb()
     tables = [row[0] for row in conn.execute(PUBLIC_TABLES).fetchall()]
     if tables:
@@ -103,8 +110,8 @@ def create_ref_table(conn: Connection) -> None:
     conn.execute(CREATE_REF_TABLE)
 
 
-def scalar(conn: Connection, query: str) -> int:
-    row = conn.execute(query).fetchone()
+def scalar(conn: Connection, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> int:
+    row = conn.execute(query, params).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -29,6 +29,7 @@ from bench.config import (
 )
 from bench.procs import BenchError, Processes, wait_until
 from bench.report import Column, Ratio, Results, Section
+from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
 
@@ -71,10 +72,10 @@ def run(procs: Processes, results: Results) -> None:
             print(f"  {label} ...", flush=True)
             for i in range(RUNS):
                 stores.empty(conn, client)
-                _prefill(client, settings)
+                prefill(client, settings, list(payloads.raw_requests(FIRST_EVENT, WORKER_EVENTS)))
                 argv = [SMSC_INGEST, "worker", "--burst"]
                 names = [f"workers-{workers}w-{i}-{w}" for w in range(workers)]
-                taken, seconds = _drain(procs, [argv] * workers, names, client, QUEUE)
+                taken, seconds = drain(procs, [argv] * workers, names, client, QUEUE)
                 section.add(key, label, eps=taken * JOB_SIZE / seconds, seconds=seconds)
                 stored = stores.scalar(conn, stores.COUNT_EVENTS)
                 dead = stores.scalar(conn, stores.COUNT_DEAD_LETTERS)
@@ -105,9 +106,8 @@ def run(procs: Processes, results: Results) -> None:
         section.ratios += [Ratio(f"smsc_{workers}w", ref, "eps") for ref in REFERENCES]
 
 
-def _prefill(client: Redis, settings: Settings) -> None:
-    """Queue WORKER_EVENTS raw requests in jobs of JOB_SIZE, as the product writes them."""
-    requests = list(payloads.raw_requests(FIRST_EVENT, WORKER_EVENTS))
+def prefill(client: Redis, settings: Settings, requests: list[RawRequest]) -> None:
+    """Queue `requests` in jobs of JOB_SIZE, as the product writes them."""
     pipe = client.pipeline(transaction=True)
     for start in range(0, len(requests), JOB_SIZE):
         stage_job(pipe, build_job(requests[start : start + JOB_SIZE], settings), settings)
@@ -117,8 +117,13 @@ def _prefill(client: Redis, settings: Settings) -> None:
     pipe.execute()
 
 
-def _drain(
-    procs: Processes, argvs: Sequence[list[str]], names: Sequence[str], client: Redis, queue: str
+def drain(
+    procs: Processes,
+    argvs: Sequence[list[str]],
+    names: Sequence[str],
+    client: Redis,
+    queue: str,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, float]:
     """Start the workers together and time them once all are up; (jobs taken meanwhile, seconds).
 
@@ -126,7 +131,8 @@ def _drain(
     than another does not count; it ends when the last one has exited.
     """
     q = Queue(queue, connection=client)
-    started = [procs.start(argv, product_env(), name) for argv, name in zip(argvs, names, strict=True)]
+    env = env or product_env()
+    started = [procs.start(argv, env, name) for argv, name in zip(argvs, names, strict=True)]
     up = wait_until(
         lambda: (
             Worker.count(connection=client, queue=q) >= len(started)
@@ -163,7 +169,7 @@ def _reference(ref: str, procs: Processes, client: Redis, conn: stores.Connectio
         ]
     )
     argv = [sys.executable, "-m", "bench.refjobs"]
-    return _drain(procs, [argv], [f"workers-{ref}"], client, REF_QUEUE)
+    return drain(procs, [argv], [f"workers-{ref}"], client, REF_QUEUE)
 
 
 def _values(row: dict[str, Any]) -> list[Any]:
