@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -121,13 +122,14 @@ def test_a_worker_outlives_its_redis(throwaway_redis: ThrowawayRedis, db: Any) -
 
 def test_sigterm_stops_a_worker_waiting_for_redis(throwaway_redis: ThrowawayRedis, db: Any) -> None:
     """A worker that waits for its Redis to come back still stops on SIGTERM, with exit code 0."""
-    worker = start_worker(REDIS_URL=throwaway_redis.url)
+    worker = start_worker(REDIS_URL=throwaway_redis.url, log=subprocess.PIPE)
     wait_until(lambda: workers_registered(throwaway_redis.url) == 1, 30, "the worker to register")
     throwaway_redis.kill()
     time.sleep(2)  # the worker meets the closed port and starts waiting
     assert worker.poll() is None
     worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=60) == 0
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err.decode(errors="replace")[-3000:]
 
 
 def workers_registered(url: str) -> int:
