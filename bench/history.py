@@ -288,13 +288,7 @@ def _measure(procs: Processes, results: Results, month: datetime, history_rows: 
                 )
                 section.add(key, label, eps=taken * JOB_SIZE / seconds, seconds=seconds)
                 stored = stores.scalar(conn, COUNT_RUN, {"id": RUN_FIRST_ID, "month": month})
-                dead = stores.scalar(conn, stores.COUNT_DEAD_LETTERS)
-                failed = stores.failed_jobs(client, QUEUE)
-                if stored != WORKER_EVENTS or dead or failed:
-                    results.problem(
-                        f"{label}: {WORKER_EVENTS} events queued, {stored} stored, {dead} dead letters, "
-                        f"{failed} failed jobs"
-                    )
+                workers.check_stored(results, label, stored, conn, client)
                 if found := logscan.complaints(name):
                     results.problem(f"{label} logged warnings/errors: {logscan.summary(found)}")
     meta["load_averages_before_runs"] = loads

@@ -45,6 +45,17 @@ CEILING_INSERT = BATCH_INSERT + sql.SQL(" ON CONFLICT DO NOTHING")
 ROW_FIELDS = ("id", "phone", "status", "ts", "ts", "err", "cnt", "type", "cost", "flag", "sender", "params")
 
 
+def check_stored(results: Results, label: str, stored: int, conn: stores.Connection, client: Redis) -> None:
+    """A problem unless every queued event was stored, with no dead letter and no failed job."""
+    dead = stores.scalar(conn, stores.COUNT_DEAD_LETTERS)
+    failed = stores.failed_jobs(client, QUEUE)
+    if stored != WORKER_EVENTS or dead or failed:
+        results.problem(
+            f"{label}: {WORKER_EVENTS} events queued, {stored} stored, {dead} dead letters, "
+            f"{failed} failed jobs"
+        )
+
+
 def run(procs: Processes, results: Results) -> None:
     """The product with 1 and 2 burst workers, then the references, RUNS times each."""
     section = Section(
@@ -77,14 +88,7 @@ def run(procs: Processes, results: Results) -> None:
                 names = [f"workers-{workers}w-{i}-{w}" for w in range(workers)]
                 taken, seconds = drain(procs, [argv] * workers, names, client, QUEUE)
                 section.add(key, label, eps=taken * JOB_SIZE / seconds, seconds=seconds)
-                stored = stores.scalar(conn, stores.COUNT_EVENTS)
-                dead = stores.scalar(conn, stores.COUNT_DEAD_LETTERS)
-                failed = stores.failed_jobs(client, QUEUE)
-                if stored != WORKER_EVENTS or dead or failed:
-                    results.problem(
-                        f"{label}: {WORKER_EVENTS} events queued, {stored} stored, {dead} dead letters, "
-                        f"{failed} failed jobs"
-                    )
+                check_stored(results, label, stores.scalar(conn, stores.COUNT_EVENTS), conn, client)
                 for name in names:
                     if found := logscan.complaints(name):
                         results.problem(f"{label} logged warnings/errors: {logscan.summary(found)}")
