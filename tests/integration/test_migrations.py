@@ -6,6 +6,8 @@ them at its end."""
 
 from __future__ import annotations
 
+import glob
+import re
 import shutil
 import subprocess
 import threading
@@ -83,17 +85,23 @@ def normalized(dump: str) -> str:
 
 
 def pg_dump(url: str) -> str:
-    """A pg_dump as new as the server (pg_dump refuses a newer server): the system's, else the embedded
-    PostgreSQL's (a session on embedded servers, where the system may have an older client only)."""
+    """A pg_dump as new as the server (pg_dump refuses a newer server): the one on PATH, Debian's of
+    each installed version, or the embedded PostgreSQL's (a session on embedded servers, where the
+    system may have only an older client, or Debian's wrapper without a cluster to pick from)."""
     with psycopg.connect(url) as conn:
         server = conn.info.server_version // 10000
-    candidates = [shutil.which("pg_dump")]
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"), key=lambda p: -int(Path(p).parts[-3]))
+    candidates = [shutil.which("pg_dump"), *debian]
     with suppress(ConfigError):
         candidates.append(str(devservers.postgres_bindir(system=False) / "pg_dump"))
     for candidate in filter(None, candidates):
-        printed = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=True).stdout
+        try:
+            printed = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
         # "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"
-        if int(printed.split()[2].split(".")[0]) >= server:
+        found = re.match(r"pg_dump \(PostgreSQL\) ([0-9]+)", printed.stdout)
+        if printed.returncode == 0 and found and int(found[1]) >= server:
             return candidate
     pytest.fail(f"no pg_dump of PostgreSQL {server} or newer among {candidates}")
 
