@@ -49,6 +49,28 @@ ALTER TABLE status_events RENAME TO status_events_released;
 ALTER SEQUENCE status_events_event_id_seq RENAME TO status_events_released_event_id_seq;
 ALTER TABLE incoming_messages RENAME TO incoming_messages_released;
 ALTER TABLE call_confirmations RENAME TO call_confirmations_released;
+-- PostgreSQL 18 names NOT NULL constraints (status_events_phone_not_null), and a new constraint never
+-- takes a name the schema holds: the released tables' ones move aside, or the new tables' would get
+-- other names than schema.sql gives them. Earlier versions have no such rows.
+DO $$
+DECLARE
+    constraint_row record;
+BEGIN
+    FOR constraint_row IN
+        SELECT conrelid::regclass AS rel, conname FROM pg_constraint
+        WHERE contype = 'n' AND conrelid IN (
+            'status_events_released'::regclass,
+            'incoming_messages_released'::regclass,
+            'call_confirmations_released'::regclass
+        )
+    LOOP
+        EXECUTE format(
+            'ALTER TABLE %s RENAME CONSTRAINT %I TO %I',
+            constraint_row.rel, constraint_row.conname, left('released_' || constraint_row.conname, 63)
+        );
+    END LOOP;
+END
+$$;
 
 CREATE TABLE status_events (
     event_id            bigint      GENERATED ALWAYS AS IDENTITY,
