@@ -38,6 +38,7 @@ from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
 from tests.integration.conftest import TABLES, service_env
 from tests.integration.procs import COMMAND, environment, spawn, start_worker
+from tests.integration.servers import wait_until
 from tests.payloads import build
 from workers.partitions import PARTITIONED
 from workers.schema import MIGRATIONS_DIR, migrate
@@ -506,14 +507,6 @@ class Feeder(threading.Thread):
         return RawRequest(rid, time.time(), redact_query(r.query), r.content_type, r.body)
 
 
-def wait_for(check: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll `check` until true; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
-        time.sleep(0.01)
-
-
 def holds_event_tables(url: str) -> Callable[[], bool]:
     """True once another session holds migration 2's lock on status_events (it renames it first)."""
 
@@ -542,14 +535,16 @@ def test_workers_write_throughout_a_migration(tmp_path: Path, redis_db: Redis) -
         migrating = spawn([COMMAND, "migrate"], environment(DATABASE_URL=url), subprocess.PIPE)
         # Workers of this release write the account column: they start once the tables they write
         # are locked by the migration, and their jobs wait for it (README, "Upgrading").
-        wait_for(lambda: migrating.poll() is not None or holds_event_tables(url)(), 60, "migration lock")
+        wait_until(lambda: migrating.poll() is not None or holds_event_tables(url)(), 60, "migration lock")
         assert migrating.returncode is None, "migrate ended before its lock was seen: no load to test"
         logs = [files.enter_context((tmp_path / f"worker-{i}.log").open("wb")) for i in range(2)]
         workers = [start_worker(log=log.fileno(), DATABASE_URL=url) for log in logs]
         _, err = migrating.communicate(timeout=300)
         assert migrating.returncode == 0, err.decode(errors="replace")
         sent_during = feeder.events
-        wait_for(lambda: feeder.events >= sent_during + 60 or not feeder.is_alive(), 60, "jobs after migrate")
+        wait_until(
+            lambda: feeder.events >= sent_during + 60 or not feeder.is_alive(), 60, "jobs after migrate"
+        )
         feeder.stop.set()
         feeder.join(timeout=30)
         assert feeder.error is None, feeder.error
@@ -557,7 +552,7 @@ def test_workers_write_throughout_a_migration(tmp_path: Path, redis_db: Redis) -
         queue = Queue(settings.queue, connection=redis_db, serializer=JSONSerializer)
         # A job retried after a transient failure (a timeout on the lock) waits in the scheduled registry.
         pending = (StartedJobRegistry(queue=queue), ScheduledJobRegistry(queue=queue))
-        wait_for(lambda: queue.count == 0 and not any(r.count for r in pending), 240, "drained queue")
+        wait_until(lambda: queue.count == 0 and not any(r.count for r in pending), 240, "drained queue")
         for worker in workers:
             worker.terminate()
             worker.wait(timeout=60)
