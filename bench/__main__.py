@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif name == "replicas":
                     replicas.run(procs, results, Path(tmp))
                 elif name == "workers":
-                    workers.run(procs, results)
+                    workers.run(procs, results, Path(tmp))
                 else:
                     e2e.run(procs, results, Path(tmp))
     except BenchError as e:

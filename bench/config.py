@@ -29,13 +29,21 @@ WRK_CONNECTIONS: Final = 64
 WRK_WINDOW_MS: Final = 4500
 INGRESS_PAYLOADS: Final = 2000
 
-# 2. Workers: a pre-filled queue of raw requests in jobs of JOB_SIZE, as a grouping ingress makes them.
+# 2. Workers. The headline: a queue filled through `smsc-ingest serve` by FILL_CONNECTIONS senders in a
+# closed loop, FILL_EVENTS distinct events each sent once, drained by one worker. The secondary row: a
+# pre-filled queue of WORKER_EVENTS raw requests in jobs of JOB_SIZE, which the ingress rarely makes.
+FILL_EVENTS: Final = 32_000
+FILL_CONNECTIONS: Final = 32
+FILL_TIMEOUT_SECONDS: Final = 120
 WORKER_EVENTS: Final = 40_000
 JOB_SIZE: Final = 100
 REF_JOBS: Final = 2000
 CEILING_ROWS: Final = 20_000
 CEILING_BATCH: Final = 500
 WORKER_TIMEOUT_SECONDS: Final = 90.0
+# Issue 13's targets for one worker on jobs made by the ingress.
+TARGET_EVENTS_PER_SECOND: Final = 5000
+TARGET_RATIO_RQ_INSERT: Final = 30
 
 # 3. End to end: wrk paced at E2E_RATE for E2E_SECONDS, cut into E2E_WINDOWS for the figures.
 E2E_RATE: Final = 3000
@@ -55,6 +63,20 @@ HISTORY_MONTHS: Final = 12
 # 2.5 statuses per message on average: 12 x 1.7 M rows, a margin over HISTORY_ROWS for the row
 # estimate the reuse check reads.
 HISTORY_MESSAGES_PER_MONTH: Final = 680_000
+
+# `make soak`: one `serve` and one `worker` under a steady paced load for SOAK_SECONDS, their RSS
+# sampled every SOAK_SAMPLE_SECONDS; growth = the last minute's RSS over the RSS at the end of the
+# warm-up, SOAK_MAX_GROWTH or more fails. Its own database and Redis database number: it empties these.
+SOAK_DATABASE_URL: Final = "postgresql://postgres@127.0.0.1:5432/smsc_bench_soak"
+SOAK_REDIS_URL: Final = "redis://127.0.0.1:6379/12"
+SOAK_SECONDS: Final = 600
+SOAK_WARMUP_SECONDS: Final = 120
+SOAK_SAMPLE_SECONDS: Final = 10
+SOAK_RATE: Final = 1000
+SOAK_CONNECTIONS: Final = 32
+SOAK_COPY_EVERY: Final = 10  # every SOAK_COPY_EVERY-th request resends an earlier event, as the gateway does
+SOAK_MAX_GROWTH: Final = 0.10
+SOAK_DRAIN_SECONDS: Final = 30.0  # how long the queue may take to drain once the load stops
 
 
 def product_env(**overrides: str) -> dict[str, str]:

@@ -283,10 +283,8 @@ def _measure(procs: Processes, results: Results, month: datetime, history_rows: 
                 print(f"  {label}, run {i + 1} (load average {loads[-1]}) ...", flush=True)
                 name = f"history-{key}-{i}"
                 env = product_env(DATABASE_URL=url, REDIS_URL=HISTORY_REDIS_URL)
-                taken, seconds = workers.drain(
-                    procs, [[SMSC_INGEST, "worker", "--burst"]], [name], client, QUEUE, env
-                )
-                section.add(key, label, eps=taken * JOB_SIZE / seconds, seconds=seconds)
+                d = workers.drain(procs, [[SMSC_INGEST, "worker", "--burst"]], [name], client, QUEUE, env)
+                section.add(key, label, eps=d.jobs * JOB_SIZE / d.seconds, seconds=d.seconds)
                 stored = stores.scalar(conn, COUNT_RUN, {"id": RUN_FIRST_ID, "month": month})
                 workers.check_stored(results, label, stored, conn, client)
                 if found := logscan.complaints(name):

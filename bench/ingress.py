@@ -219,20 +219,25 @@ def _wait_listening(server: Server, section: Section) -> None:
 
 def _check_metrics(server: Server, answered: int, results: Results) -> None:
     """The scrape after the runs counts every 200 wrk got, over all processes."""
-    conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+    counted = answers_200(server.port)
+    if counted != answered:
+        results.problem(f"{server.label}: /metrics counts {counted:.0f} answers 200, wrk got {answered}")
+
+
+def answers_200(port: int) -> float:
+    """The answers 200 that `GET /metrics` of the ingress on `port` counts, over all its processes."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
     finally:
         conn.close()
-    counted = sum(
+    return sum(
         s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name == "smsc_ingress_requests_total" and s.labels.get("code") == "200"
     )
-    if counted != answered:
-        results.problem(f"{server.label}: /metrics counts {counted:.0f} answers 200, wrk got {answered}")
 
 
 def _check(server: Server, result: WrkResult, client: Redis, section: Section, results: Results) -> None:

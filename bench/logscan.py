@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 from bench.config import LOG_DIR
 
@@ -13,10 +14,10 @@ LOUD_LEVELS = ("warning", "error", "critical", "exception")
 IDS = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
 
 
-def complaints(log_name: str) -> Counter[str]:
+def complaints(log_name: str, log_dir: Path = LOG_DIR) -> Counter[str]:
     """Warning and error lines of bench-results/logs/<log_name>.log, and exceptions, counted by kind."""
     found: Counter[str] = Counter()
-    path = LOG_DIR / f"{log_name}.log"
+    path = log_dir / f"{log_name}.log"
     if not path.exists():
         return found
     in_traceback = False

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 
@@ -63,6 +64,24 @@ def group_cpu_seconds(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of /proc/<pid>/status in MiB: VmHWM (peak RSS so far) or VmRSS (now); 0 if gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024  # in kB
+    return 0.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a process used over its life: CPU time from wait4() as it is reaped, peak RSS from /proc."""
+
+    code: int
+    cpu_seconds: float  # user + system, its own and its reaped children's
+    peak_rss_mib: float  # its VmHWM, last read before it exited
+
+
 def listening_sockets(port: int) -> int:
     """TCP sockets listening on `port` (one per process of a SO_REUSEPORT server), from /proc/net."""
     count = 0
@@ -79,10 +98,11 @@ def listening_sockets(port: int) -> int:
 class Processes:
     """Starts processes in new sessions and, on exit or Ctrl-C, ends every one still running."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_dir: Path = LOG_DIR) -> None:
         self._running: dict[int, subprocess.Popen[bytes]] = {}
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        for old in LOG_DIR.glob("*.log"):
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for old in log_dir.glob("*.log"):
             old.unlink()
 
     def __enter__(self) -> Processes:
@@ -96,7 +116,7 @@ class Processes:
 
     def start(self, argv: Sequence[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
         """Start `argv` with stdout and stderr appended to bench-results/logs/<log_name>.log."""
-        with (LOG_DIR / f"{log_name}.log").open("ab") as log:
+        with (self.log_dir / f"{log_name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 list(argv), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -131,6 +151,32 @@ class Processes:
             self.stop(proc)
         return codes
 
+    def reap(self, procs: Sequence[subprocess.Popen[bytes]], timeout: float) -> list[Usage]:
+        """Wait until every one of `procs` has exited (bounded); what each used.
+
+        wait4() rather than waitpid(): the kernel hands over the process's CPU time as it reaps it,
+        so a process that exits by itself (a burst worker) is measured to its last tick. Not its
+        ru_maxrss: at exec() the kernel carries the forking parent's peak RSS into it, and the
+        benchmark's own process is larger than a worker. VmHWM is read while it lives instead: it
+        only grows, so the last reading is its peak but for its last few milliseconds.
+        """
+        deadline = time.monotonic() + timeout
+        usages = []
+        for proc in procs:
+            peak = 0.0
+            while True:
+                peak = max(peak, memory_mib(proc.pid))
+                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"process {proc.args!r} still running after {timeout} s")
+                time.sleep(0.005)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            usages.append(Usage(proc.returncode, rusage.ru_utime + rusage.ru_stime, peak))
+            self.stop(proc)
+        return usages
+
     def serve(
         self, argv: Sequence[str], env: dict[str, str], port: int, log_name: str
     ) -> subprocess.Popen[bytes]:
@@ -139,7 +185,8 @@ class Processes:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise BenchError(f"{log_name} exited with {proc.returncode}: see {LOG_DIR / log_name}.log")
+                log = self.log_dir / f"{log_name}.log"
+                raise BenchError(f"{log_name} exited with {proc.returncode}: see {log}")
             return http_ok(port, "/healthz")
 
         wait_until(ready, 30, f"{log_name} to answer on port {port}")

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.config import JOB_SIZE, RESULTS_DIR, ROOT, RUNS
+from bench.config import FILL_CONNECTIONS, FILL_EVENTS, JOB_SIZE, RESULTS_DIR, ROOT, RUNS
 
 # A 1-minute load average above this at the start means someone else is using the machine.
 BUSY_LOAD = 0.5
@@ -53,6 +53,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
+    footer: list[str] = field(default_factory=list)  # printed under the ratios: verdicts on targets
 
     def row(self, key: str, label: str, short: str = "") -> Row:
         """The row `key`, added on first use."""
@@ -115,6 +116,7 @@ class Results:
                         }
                         for q in s.ratios
                     ],
+                    "footer": s.footer,
                 }
                 for s in self.sections
             },
@@ -165,6 +167,7 @@ def render(results: Results, previous: dict[str, Any] | None, previous_name: str
         )
     for s in results.sections:
         lines += ["", s.title, *(f"  {n}" for n in s.notes), *_table(s, previous), *_ratios(s)]
+        lines += [f"  {f}" for f in s.footer]
     lines.append("")
     if results.problems:
         lines.append(f"PROBLEMS ({len(results.problems)}):")
@@ -254,6 +257,7 @@ def machine() -> dict[str, Any]:
         "load_average_at_start": round(os.getloadavg()[0], 2),
         "runs": RUNS,
         "worker_job_size": JOB_SIZE,
+        "worker_fill": {"events": FILL_EVENTS, "connections": FILL_CONNECTIONS},
     }
 
 

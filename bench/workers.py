@@ -1,10 +1,14 @@
-"""2. Workers: events/s stored from a pre-filled queue, beside RQ and PostgreSQL references."""
+"""2. Workers: events/s one worker stores from a queue the real ingress filled, beside the same worker
+on pre-filled jobs of 100 and RQ and PostgreSQL references; CPU per stored event and peak RSS (2b)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from psycopg import sql
@@ -17,97 +21,284 @@ from bench import logscan, payloads, stores
 from bench.config import (
     CEILING_BATCH,
     CEILING_ROWS,
+    FILL_CONNECTIONS,
+    FILL_EVENTS,
+    FILL_TIMEOUT_SECONDS,
+    HOST,
     JOB_SIZE,
     QUEUE,
     REF_JOBS,
     REF_QUEUE,
     RUNS,
     SMSC_INGEST,
+    TARGET_EVENTS_PER_SECOND,
+    TARGET_RATIO_RQ_INSERT,
     WORKER_EVENTS,
     WORKER_TIMEOUT_SECONDS,
     product_env,
 )
-from bench.procs import BenchError, Processes, wait_until
+from bench.ingress import answers_200
+from bench.procs import BenchError, Processes, free_port, group_cpu_seconds, memory_mib, wait_until
 from bench.report import Column, Ratio, Results, Section
+from bench.wrk import WrkResult, run_wrk
 from smsc.protocol.raw import RawRequest
 from smsc.queue import build_job, stage_job
 from smsc.settings import Settings
 
 FIRST_EVENT = 20_000_000
+INGRESS_ROW = "smsc_ingress_jobs"
+PREFILLED_ROW = "smsc_1w"  # the key of the former headline row, so that `prev` still compares with it
 # key: (label, short label)
 REFERENCES = {
     "rq_insert": ("RQ: 1 job per payload, 1 INSERT", "RQ+INSERT"),
     "rq_noop": ("RQ: no-op jobs", "RQ no-op"),
     "ceiling": (f"PostgreSQL: {CEILING_BATCH}-row INSERTs", "PG ceiling"),
 }
+# Section 2b, one figure a row so that each gets its `prev`: key: label.
+PER_EVENT = {
+    "ingress_cpu": "ingress CPU µs/event: `serve` during the fill",
+    "worker_cpu": "worker CPU µs/event: `worker --burst` during the drain",
+    "ingress_rss": "ingress peak RSS MiB: `serve` after every fill",
+    "worker_rss": "worker peak RSS MiB: `worker --burst` before its exit",
+}
 BATCH_INSERT = sql.SQL(stores.INSERT_REF_COLUMNS + ", ".join([stores.INSERT_REF_BATCH_ROW] * CEILING_BATCH))
 CEILING_INSERT = BATCH_INSERT + sql.SQL(" ON CONFLICT DO NOTHING")
 ROW_FIELDS = ("id", "phone", "status", "ts", "ts", "err", "cnt", "type", "cost", "flag", "sender", "params")
+WORKER = [SMSC_INGEST, "worker", "--burst"]
 
 
-def check_stored(results: Results, label: str, stored: int, conn: stores.Connection, client: Redis) -> None:
+@dataclass(frozen=True)
+class Drain:
+    """Burst workers emptying a queue, timed from the moment all had registered with RQ to their exit."""
+
+    jobs: int  # jobs still queued when the clock started
+    events: int  # events stored while the clock ran (the jobs' count where nothing counts events)
+    seconds: float
+    cpu_seconds: float  # the workers' CPU time (user + system) while the clock ran
+    peak_rss_mib: float  # the largest peak RSS among the workers
+
+
+@dataclass(frozen=True)
+class Round:
+    """What every run of section 2 works with."""
+
+    procs: Processes
+    conn: stores.Connection
+    client: Redis
+    results: Results
+    section: Section
+    per_event: Section
+
+
+def check_stored(
+    results: Results,
+    label: str,
+    stored: int,
+    conn: stores.Connection,
+    client: Redis,
+    expected: int = WORKER_EVENTS,
+) -> None:
     """A problem unless every queued event was stored, with no dead letter and no failed job."""
     dead = stores.scalar(conn, stores.COUNT_DEAD_LETTERS)
     failed = stores.failed_jobs(client, QUEUE)
-    if stored != WORKER_EVENTS or dead or failed:
+    if stored != expected or dead or failed:
         results.problem(
-            f"{label}: {WORKER_EVENTS} events queued, {stored} stored, {dead} dead letters, "
-            f"{failed} failed jobs"
+            f"{label}: {expected} events queued, {stored} stored, {dead} dead letters, {failed} failed jobs"
         )
 
 
-def run(procs: Processes, results: Results) -> None:
-    """The product with 1 and 2 burst workers, then the references, RUNS times each."""
+def run(procs: Processes, results: Results, workdir: Path) -> None:
+    """RUNS rounds, each one run of every row in turn (so that all meet about the same load from the
+    rest of the machine): the worker on a queue the ingress filled, on pre-filled jobs of 100, then
+    the references. One `serve` fills the queue for every round."""
     section = Section(
         "workers",
-        "2. Workers: events/s stored in PostgreSQL from a pre-filled queue",
-        [Column("eps", "events/s", 0), Column("seconds", "seconds", 2)],
+        "2. Workers: events/s stored in PostgreSQL by one worker",
+        [
+            Column("eps", "events/s", 0),
+            Column("seconds", "seconds", 2),
+            Column("requests_per_job", "requests/job", 1),
+            Column("cpu_us", "CPU µs/event", 1),
+            Column("rss_mib", "peak RSS MiB", 1),
+        ],
     )
     section.notes += [
-        f"smsc-ingest: {WORKER_EVENTS} raw requests pre-queued as jobs of {JOB_SIZE} requests each "
-        "(smsc.queue.build_job/stage_job), the ingress's payload mix; N x `smsc-ingest worker --burst`",
+        f"headline: `smsc-ingest serve` (one process, metrics and logs as shipped) fed by wrk -t1 "
+        f"-c{FILL_CONNECTIONS} in a closed loop (each connection sends its next request once answered), "
+        f"{FILL_EVENTS} distinct signed events each sent once; then 1 `smsc-ingest worker --burst` drains "
+        "the jobs the ingress made; requests/job: the raw requests over the jobs in Redis after the fill",
+        f"secondary: {WORKER_EVENTS} raw requests pre-queued as jobs of {JOB_SIZE} requests each "
+        "(smsc.queue.build_job/stage_job), the same payload mix, which the ingress rarely makes",
         f"RQ: {REF_JOBS} jobs, JSON serializer, 1 SimpleWorker in burst; +INSERT: one row into a copy of "
         "status_events per job, in its own transaction, on a kept psycopg connection",
         f"PostgreSQL ceiling: {CEILING_ROWS} status rows in {CEILING_BATCH}-row INSERT ... ON CONFLICT DO "
         "NOTHING statements from one psycopg connection (autocommit), into the same copy of status_events",
-        "timed from the moment all workers have registered with RQ (the jobs still queued then are counted) "
-        "to the exit of the last one; the ceiling: its INSERTs",
+        "timed from the moment the worker has registered with RQ (what was stored before is not counted) "
+        "to its exit; the ceiling: its INSERTs. CPU µs/event: the worker's user + system time over the "
+        "same span (/proc at registration, wait4() at exit) per event stored in it; peak RSS: its VmHWM "
+        "(/proc/<pid>/status), last read before it exits",
     ]
-    results.sections.append(section)
+    per_event = Section(
+        "per_event",
+        "2b. Per stored event, on jobs made by the ingress (section 2's headline runs)",
+        [Column("value", "figure", 1)],
+    )
+    per_event.notes += [
+        "CPU: user + system time of the process group (/proc/<pid>/stat; the worker's as in section 2) "
+        "over the events stored; the ingress's during each fill, the worker's during each drain",
+        f"peak RSS: the ingress's VmHWM (/proc/<pid>/status) just before it is stopped, after all "
+        f"{RUNS} fills ({RUNS * FILL_EVENTS} requests): one figure; the worker's as in section 2",
+    ]
+    results.sections += [section, per_event]
+    for key, label in PER_EVENT.items():
+        per_event.row(key, label)
+    section.row(INGRESS_ROW, "smsc-ingest worker, jobs made by the ingress", "ingress jobs")
+    section.row(
+        PREFILLED_ROW, f"smsc-ingest worker, pre-filled jobs of {JOB_SIZE} (secondary)", "jobs of 100"
+    )
+    for ref, (label, short) in REFERENCES.items():
+        section.row(ref, label, short)
     settings = Settings.from_env(product_env())
     client = stores.redis()
+    wrk_file = payloads.write_wrk_file(workdir / "workers.tsv", FIRST_EVENT, FILL_EVENTS)
+    port = free_port()
+    fills: list[WrkResult] = []
+    loads: list[float] = []
     with stores.database() as conn:
-        for workers in (1, 2):
-            key, label = f"smsc_{workers}w", f"smsc-ingest worker x{workers}"
-            section.row(key, label, f"x{workers}")
-            print(f"  {label} ...", flush=True)
-            for i in range(RUNS):
-                stores.empty(conn, client)
-                prefill(client, settings, list(payloads.raw_requests(FIRST_EVENT, WORKER_EVENTS)))
-                argv = [SMSC_INGEST, "worker", "--burst"]
-                names = [f"workers-{workers}w-{i}-{w}" for w in range(workers)]
-                taken, seconds = drain(procs, [argv] * workers, names, client, QUEUE)
-                section.add(key, label, eps=taken * JOB_SIZE / seconds, seconds=seconds)
-                check_stored(results, label, stores.scalar(conn, stores.COUNT_EVENTS), conn, client)
-                for name in names:
-                    if found := logscan.complaints(name):
-                        results.problem(f"{label} logged warnings/errors: {logscan.summary(found)}")
-        stores.create_ref_table(conn)
-        for ref, (label, short) in REFERENCES.items():
-            section.row(ref, label, short)
-            print(f"  {label} ...", flush=True)
-            for _ in range(RUNS):
-                stores.empty(conn, client)
-                events, seconds = _reference(ref, procs, client, conn)
-                section.add(ref, label, eps=events / seconds, seconds=seconds)
-                # Every job must have written its row; `events` counts only those timed (a job may
-                # finish before every worker has registered and the clock starts).
-                expected = CEILING_ROWS if ref == "ceiling" else REF_JOBS
-                if ref != "rq_noop" and (n := stores.scalar(conn, stores.COUNT_REF_ROWS)) != expected:
-                    results.problem(f"reference {label}: {expected} rows expected, {n} in the table")
+        r = Round(procs, conn, client, results, section, per_event)
         stores.empty(conn, client)
-    for workers in (1, 2):
-        section.ratios += [Ratio(f"smsc_{workers}w", ref, "eps") for ref in REFERENCES]
+        stores.create_ref_table(conn)
+        serve = procs.serve(
+            [SMSC_INGEST, "serve", "--host", HOST, "--port", str(port)], product_env(), port, "workers-serve"
+        )
+        try:
+            for i in range(RUNS):
+                loads.append(round(os.getloadavg()[0], 2))
+                print(f"  round {i + 1} of {RUNS} (load average {loads[-1]}) ...", flush=True)
+                fills.append(_ingress_made(r, i, serve.pid, port, wrk_file))
+                _prefilled(r, i, settings)
+                for ref in REFERENCES:
+                    stores.empty(conn, client)
+                    _reference(r, ref)
+            answered = sum(f.ok for f in fills)
+            if (counted := answers_200(port)) != answered:
+                results.problem(
+                    f"workers-serve: /metrics counts {counted:.0f} answers 200, wrk got {answered}"
+                )
+            per_event.add("ingress_rss", PER_EVENT["ingress_rss"], value=memory_mib(serve.pid))
+        finally:
+            procs.stop(serve)
+        stores.empty(conn, client)
+    if found := logscan.complaints("workers-serve"):
+        results.problem(f"workers-serve logged warnings/errors: {logscan.summary(found)}")
+    section.notes += [
+        _fill_line(fills),
+        f"load average (1 min) before each round: {', '.join(map(str, loads))} on {os.cpu_count()} CPUs",
+    ]
+    for row in (INGRESS_ROW, PREFILLED_ROW):
+        section.ratios += [Ratio(row, ref, "eps") for ref in REFERENCES]
+    section.footer.append(_targets(section))
+
+
+def _ingress_made(r: Round, i: int, serve: int, port: int, wrk_file: Path) -> WrkResult:
+    """Fill the queue through `serve` (a closed loop of distinct events), then drain it with one worker."""
+    procs, conn, client, results, section, per_event = (
+        r.procs,
+        r.conn,
+        r.client,
+        r.results,
+        r.section,
+        r.per_event,
+    )
+    label = section.row(INGRESS_ROW, "").label
+    stores.empty(conn, client)
+    cpu = group_cpu_seconds(serve)
+    fill = run_wrk(port, wrk_file, FILL_TIMEOUT_SECONDS * 1000, FILL_CONNECTIONS, limit=FILL_EVENTS)
+    ingress_cpu = group_cpu_seconds(serve) - cpu
+    if fill.requests != FILL_EVENTS or fill.non_2xx or fill.socket_errors:
+        results.problem(
+            f"{label}, fill: {fill.requests} answers of {FILL_EVENTS} requests, {fill.non_2xx} non-2xx, "
+            f"{fill.socket_errors} socket errors"
+        )
+    q = stores.queued(client, QUEUE)
+    if q.requests != fill.ok or q.distinct_rids != q.requests:
+        results.problem(
+            f"{label} LOST OR DUPLICATED REQUESTS: wrk got {fill.ok} answers 2xx, "
+            f"Redis holds {q.requests} raw requests ({q.distinct_rids} distinct) in {q.jobs} jobs"
+        )
+    name = f"workers-ingress-jobs-{i}"
+    d = drain(procs, [WORKER], [name], client, QUEUE, stored=lambda: stores.scalar(conn, stores.COUNT_EVENTS))
+    stored = stores.scalar(conn, stores.COUNT_EVENTS)
+    check_stored(results, label, stored, conn, client, expected=fill.ok)
+    _check_log(results, label, name)
+    section.add(
+        INGRESS_ROW,
+        label,
+        eps=d.events / d.seconds,
+        seconds=d.seconds,
+        requests_per_job=q.requests / max(q.jobs, 1),
+        cpu_us=d.cpu_seconds / max(d.events, 1) * 1e6,
+        rss_mib=d.peak_rss_mib,
+    )
+    per_event.add("ingress_cpu", PER_EVENT["ingress_cpu"], value=ingress_cpu / max(stored, 1) * 1e6)
+    per_event.add("worker_cpu", PER_EVENT["worker_cpu"], value=d.cpu_seconds / max(d.events, 1) * 1e6)
+    per_event.add("worker_rss", PER_EVENT["worker_rss"], value=d.peak_rss_mib)
+    return fill
+
+
+def _prefilled(r: Round, i: int, settings: Settings) -> None:
+    """The secondary row: the worker on WORKER_EVENTS requests pre-queued in jobs of JOB_SIZE."""
+    procs, conn, client, results, section = r.procs, r.conn, r.client, r.results, r.section
+    label = section.row(PREFILLED_ROW, "").label
+    stores.empty(conn, client)
+    prefill(client, settings, list(payloads.raw_requests(FIRST_EVENT, WORKER_EVENTS)))
+    name = f"workers-prefilled-{i}"
+    d = drain(procs, [WORKER], [name], client, QUEUE, stored=lambda: stores.scalar(conn, stores.COUNT_EVENTS))
+    check_stored(results, label, stores.scalar(conn, stores.COUNT_EVENTS), conn, client)
+    _check_log(results, label, name)
+    section.add(
+        PREFILLED_ROW,
+        label,
+        eps=d.events / d.seconds,
+        seconds=d.seconds,
+        requests_per_job=JOB_SIZE,
+        cpu_us=d.cpu_seconds / max(d.events, 1) * 1e6,
+        rss_mib=d.peak_rss_mib,
+    )
+
+
+def _check_log(results: Results, label: str, name: str) -> None:
+    if found := logscan.complaints(name):
+        results.problem(f"{label} logged warnings/errors: {logscan.summary(found)}")
+
+
+def _fill_line(fills: list[WrkResult]) -> str:
+    if not fills:
+        return "fill: no run"
+    rates = sorted(f.requests / f.duration_seconds for f in fills)
+    p99 = sorted(f.p99_ms for f in fills)
+    return (
+        f"fill through the ingress: {rates[len(rates) // 2]:,.0f} req/s [{rates[0]:,.0f}–{rates[-1]:,.0f}], "
+        f"answer p99 {p99[len(p99) // 2]:.1f} ms [{p99[0]:.1f}–{p99[-1]:.1f}]"
+    )
+
+
+def _targets(section: Section) -> str:
+    """Issue 13's targets for one worker on jobs made by the ingress, each met or missed."""
+    eps = section.median(INGRESS_ROW, "eps")
+    ref = section.median("rq_insert", "eps")
+    ratio = eps / ref if eps is not None and ref else None
+
+    def verdict(value: float | None, target: float, text: str) -> str:
+        if value is None:
+            return "not measured"
+        return f"{text.format(value)}, {'met' if value >= target else 'MISSED'}"
+
+    return (
+        "targets (issue 13), one worker on jobs made by the ingress: "
+        f">= {TARGET_EVENTS_PER_SECOND:,} events/s: {verdict(eps, TARGET_EVENTS_PER_SECOND, '{:,.0f}')}; "
+        f">= {TARGET_RATIO_RQ_INSERT}x RQ+INSERT: {verdict(ratio, TARGET_RATIO_RQ_INSERT, '{:.2f}x')}"
+    )
 
 
 def prefill(client: Redis, settings: Settings, requests: list[RawRequest]) -> None:
@@ -128,11 +319,13 @@ def drain(
     client: Redis,
     queue: str,
     env: dict[str, str] | None = None,
-) -> tuple[int, float]:
-    """Start the workers together and time them once all are up; (jobs taken meanwhile, seconds).
+    stored: Callable[[], int] | None = None,
+) -> Drain:
+    """Start the workers together and time them once all are up.
 
     Timing starts when the last worker registered with RQ, so that one worker importing more slowly
-    than another does not count; it ends when the last one has exited.
+    than another does not count; it ends when the last one has exited. `stored` counts the events
+    stored so far: the events of the drain are those stored meanwhile (else: the jobs queued at the start).
     """
     q = Queue(queue, connection=client)
     env = env or product_env()
@@ -146,16 +339,28 @@ def drain(
         "the workers to register",
         interval=0.002,
     )
+    cpu_at_start = sum(group_cpu_seconds(p.pid) for p in started)
     remaining = q.count
-    codes = procs.wait(started, WORKER_TIMEOUT_SECONDS)
+    before = stored() if stored else 0
+    usages = procs.reap(started, WORKER_TIMEOUT_SECONDS)
     seconds = time.monotonic() - up
-    if any(codes):
-        raise BenchError(f"workers exited with {codes}: see bench-results/logs/{names[0]}.log")
-    return remaining, seconds
+    if any(u.code for u in usages):
+        raise BenchError(
+            f"workers exited with {[u.code for u in usages]}: see bench-results/logs/{names[0]}.log"
+        )
+    return Drain(
+        jobs=remaining,
+        events=stored() - before if stored else remaining,
+        seconds=seconds,
+        cpu_seconds=sum(u.cpu_seconds for u in usages) - cpu_at_start,
+        peak_rss_mib=max(u.peak_rss_mib for u in usages),
+    )
 
 
-def _reference(ref: str, procs: Processes, client: Redis, conn: stores.Connection) -> tuple[int, float]:
-    """Run one reference; (events handled, seconds)."""
+def _reference(r: Round, ref: str) -> None:
+    """Run one reference once and record it."""
+    procs, conn, client, results, section = r.procs, r.conn, r.client, r.results, r.section
+    label = section.row(ref, "").label
     if ref == "ceiling":
         rows = payloads.status_rows(FIRST_EVENT, CEILING_ROWS)
         started = time.monotonic()
@@ -163,7 +368,27 @@ def _reference(ref: str, procs: Processes, client: Redis, conn: stores.Connectio
             conn.execute(
                 CEILING_INSERT, [v for row in rows[start : start + CEILING_BATCH] for v in _values(row)]
             )
-        return len(rows), time.monotonic() - started
+        seconds = time.monotonic() - started
+        section.add(ref, label, eps=len(rows) / seconds, seconds=seconds)
+    else:
+        d = _rq_reference(ref, procs, client)
+        section.add(
+            ref,
+            label,
+            eps=d.events / d.seconds,
+            seconds=d.seconds,
+            requests_per_job=1,
+            cpu_us=d.cpu_seconds / max(d.events, 1) * 1e6,
+            rss_mib=d.peak_rss_mib,
+        )
+    # Every job must have written its row; the events timed are fewer when a job finished before
+    # the worker registered and the clock started.
+    expected = CEILING_ROWS if ref == "ceiling" else REF_JOBS
+    if ref != "rq_noop" and (n := stores.scalar(conn, stores.COUNT_REF_ROWS)) != expected:
+        results.problem(f"reference {label}: {expected} rows expected, {n} in the table")
+
+
+def _rq_reference(ref: str, procs: Processes, client: Redis) -> Drain:
     function = "bench.refjobs.insert_one" if ref == "rq_insert" else "bench.refjobs.noop"
     queue = Queue(REF_QUEUE, connection=client, serializer=JSONSerializer)
     queue.enqueue_many(

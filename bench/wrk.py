@@ -25,6 +25,7 @@ class WrkResult:
     socket_errors: int
     p50_ms: float
     p99_ms: float
+    duration_seconds: float  # from wrk's start to its end: with a limit, to the last answer
 
     @property
     def ok(self) -> int:
@@ -37,14 +38,16 @@ class WrkResult:
         return self.requests / self.window_seconds
 
 
-def run_wrk(port: int, payloads: Path, window_ms: int, connections: int, rate: int = 0) -> WrkResult:
-    """`wrk -t1` on POST /smsc of 127.0.0.1:port, cycling through `payloads`; `rate` 0 = unpaced."""
-    seconds = math.ceil(window_ms / 1000 + TAIL_SECONDS)
-    argv = [
+def wrk_argv(
+    port: int, payloads: Path, window_ms: int, connections: int, rate: int = 0, limit: int = 0
+) -> list[str]:
+    """`wrk -t1` on POST /smsc of 127.0.0.1:port, cycling through `payloads`; `rate` 0 = unpaced;
+    `limit` above 0: that many requests at most, wrk ending once they are all answered."""
+    return [
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{seconds}s",
+        f"-d{wrk_seconds(window_ms)}s",
         "--timeout",
         "5s",
         "-s",
@@ -54,11 +57,33 @@ def run_wrk(port: int, payloads: Path, window_ms: int, connections: int, rate: i
         str(payloads),
         str(window_ms),
         str(rate),
+        str(limit),
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
+
+
+def wrk_seconds(window_ms: int) -> int:
+    """wrk's -d: the window and the time to answer the requests still in flight at its end."""
+    return math.ceil(window_ms / 1000 + TAIL_SECONDS)
+
+
+def run_wrk(
+    port: int, payloads: Path, window_ms: int, connections: int, rate: int = 0, limit: int = 0
+) -> WrkResult:
+    """Run wrk (see `wrk_argv`) and read its figures."""
+    argv = wrk_argv(port, payloads, window_ms, connections, rate, limit)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=wrk_seconds(window_ms) + 30, check=False
+    )
+    if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return parse_wrk(done.stdout, window_ms)
+
+
+def parse_wrk(output: str, window_ms: int) -> WrkResult:
+    """The figures of the JSON line bench/wrk/load.lua's done() printed."""
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"wrk printed no figures: {output.strip()[-500:]}")
     data = json.loads(lines[-1])
     return WrkResult(
         requests=int(data["requests"]),
@@ -69,4 +94,5 @@ def run_wrk(port: int, payloads: Path, window_ms: int, connections: int, rate: i
         ),
         p50_ms=int(data["p50_us"]) / 1000,
         p99_ms=int(data["p99_us"]) / 1000,
+        duration_seconds=int(data["duration_us"]) / 1e6,
     )
