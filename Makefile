@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DEV_SECRET := dev-secret-for-local-use-only
 
-.PHONY: install run test lint format replay clean clean-dev-data bench bench-history fuzz test-fresh test-scale
+.PHONY: install run test lint format replay clean clean-dev-data bench bench-history soak fuzz test-fresh test-scale
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -93,12 +93,21 @@ clean:
 bench-migration: $(STAMP)
 	$(BIN)/python -m bench.migration $(ARGS)
 
-# About 3 minutes: ingress, workers and end-to-end figures against references (see bench/README.md);
-# writes bench-results/latest.json. Uses the database smsc_bench and Redis database 14 only.
+# About 5 minutes: ingress, workers (fed by the real ingress; CPU per stored event, peak RSS) and
+# end-to-end figures against references (see bench/README.md); writes bench-results/latest.json.
+# Uses the database smsc_bench and Redis database 14 only.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	@$(BIN)/python -c 'import uvloop' 2>/dev/null || $(BIN)/python -m pip install --quiet --disable-pip-version-check uvloop
 	$(BIN)/python -m bench
+
+# One ingress and one worker under a steady 1,000 req/s for 10 minutes: their RSS must grow less than
+# 10% after a 2-minute warm-up, and every event be stored (see bench/README.md, "Soak"); writes
+# bench-results/soak.json. A shorter dry run: make soak SOAK_SECONDS=180. Uses the database
+# smsc_bench_soak and Redis database 12 only.
+soak: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench.soak $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS)) $(ARGS)
 
 # A worker's events/s into an empty database beside one holding 20 million status rows over 12 months
 # (see bench/README.md, "History"); writes bench-results/history.json. Uses the databases

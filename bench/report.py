@@ -156,7 +156,7 @@ def render(results: Results, previous: dict[str, Any] | None, previous_name: str
     lines = [
         f"smsc-ingest benchmark  {meta['date']}  commit {meta['commit']}  "
         f"{meta['cpus']} CPUs ({meta['cpu_model']})",
-        f"each figure: median [min–max] of {meta['runs']} runs; 'prev': the first column's median against "
+        f"each figure: {_runs(meta['runs'])}; 'prev': the first column's median against "
         f"the previous bench-results/{previous_name}",
     ]
     busy = meta.get("load_average_at_start", 0)
@@ -175,6 +175,10 @@ def render(results: Results, previous: dict[str, Any] | None, previous_name: str
     else:
         lines.append("no problems: every 2xx was queued, every queued event stored, no error logged")
     return "\n".join(lines)
+
+
+def _runs(runs: int) -> str:
+    return "one run" if runs == 1 else f"median [min–max] of {runs} runs"
 
 
 def _table(s: Section, previous: dict[str, Any] | None) -> list[str]:
