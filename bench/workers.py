@@ -202,14 +202,8 @@ def run(procs: Processes, results: Results, workdir: Path) -> None:
 
 def _ingress_made(r: Round, i: int, serve: int, port: int, wrk_file: Path) -> WrkResult:
     """Fill the queue through `serve` (a closed loop of distinct events), then drain it with one worker."""
-    procs, conn, client, results, section, per_event = (
-        r.procs,
-        r.conn,
-        r.client,
-        r.results,
-        r.section,
-        r.per_event,
-    )
+    procs, conn, client = r.procs, r.conn, r.client
+    results, section, per_event = r.results, r.section, r.per_event
     label = section.row(INGRESS_ROW, "").label
     stores.empty(conn, client)
     cpu = group_cpu_seconds(serve)
