@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -17,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from ingress.accounts import AccountBook
 from ingress.backpressure import QueueWatch
@@ -47,6 +47,9 @@ METRICS = web.AppKey[IngressMetrics | None]("metrics")
 
 # What `_receive` answers: the response, the event's kind and the reason class of the answer.
 Answer = tuple[web.Response, str, str]
+# The fields of a request's one log line, gathered as it is read: a dict, not a chain of structlog
+# binds, each of which copies the context into a new logger.
+Line = dict[str, Any]
 
 
 def create_app(
@@ -118,17 +121,18 @@ async def _redis_client(app: web.Application) -> AsyncIterator[None]:
 async def receive(request: web.Request) -> web.Response:
     """Verify one callback, store it raw as an RQ job, and answer 200 only once Redis has it."""
     started = time.perf_counter()
-    rid = uuid.uuid4().hex
+    # 128 random bits, as hex: uuid4's randomness (less its 6 fixed bits), at a fifth of its cost.
+    rid = os.urandom(16).hex()
     # Looked up once: a reload while the body arrives changes nothing for this request.
     accounts = request.app[ACCOUNTS].current
     name = account_of(target_path(request)) or UNKNOWN_ACCOUNT
     account = accounts.get(name)
-    bound = log.bind(rid=rid, peer=request.remote, account=name[:80])
+    line: Line = {"rid": rid, "peer": request.remote, "account": name[:80]}
     try:
-        response, kind, reason = await _receive(request, rid, bound, account)
-    except Exception:  # noqa: BLE001 - the outermost catch; logged with its traceback
+        response, kind, reason = await _receive(request, rid, line, account)
+    except Exception:  # the outermost catch; logged with its traceback
         # A bug of ours: the gateway retries anything but 200/404, so ask it to come back later.
-        bound.exception("request_failed", code=503)
+        log.exception("request_failed", **line, code=503)
         response = web.Response(status=503, text="temporarily unavailable\n")
         kind, reason = UNKNOWN_KIND, "internal"
     metrics = request.app[METRICS]
@@ -138,15 +142,17 @@ async def receive(request: web.Request) -> web.Response:
     return response
 
 
-async def _receive(request: web.Request, rid: str, bound: BoundLogger, account: Account | None) -> Answer:
+async def _receive(request: web.Request, rid: str, line: Line, account: Account | None) -> Answer:
     settings = request.app[SETTINGS]
     received_at = time.time()
     if account is None:
         # 403 as for a wrong hash, never 404: the gateway keeps retrying while the file is fixed.
-        bound.warning("request_rejected", code=403, reason="unknown account")
+        log.warning("request_rejected", **line, code=403, reason="unknown account")
         return _unread(web.Response(status=403, text="forbidden: unknown account\n")), UNKNOWN_KIND, "account"
     if request.app[WATCH].full:
-        bound.warning("request_not_stored", code=503, reason="queue full", length=request.app[WATCH].length)
+        log.warning(
+            "request_not_stored", **line, code=503, reason="queue full", length=request.app[WATCH].length
+        )
         return (
             web.Response(status=503, text="temporarily unavailable: queue full\n"),
             UNKNOWN_KIND,
@@ -154,7 +160,7 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger, account: 
         )
     encoding = compression(request)
     if encoding is not None:
-        bound.warning("request_rejected", code=415, reason=f"Content-Encoding {encoding[:40]!r}")
+        log.warning("request_rejected", **line, code=415, reason=f"Content-Encoding {encoding[:40]!r}")
         return (
             _unread(web.Response(status=415, text="compressed bodies are not accepted\n")),
             UNKNOWN_KIND,
@@ -162,20 +168,24 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger, account: 
         )
     too_large = f"body over {settings.max_body} bytes"
     if (request.content_length or 0) > settings.max_body:
-        bound.warning("request_rejected", code=413, reason=too_large)
+        log.warning("request_rejected", **line, code=413, reason=too_large)
         return _unread(web.Response(status=413, text=f"{too_large}\n")), UNKNOWN_KIND, "too_large"
     try:
         body = await _read_body(request, settings.read_timeout)
     except web.HTTPRequestEntityTooLarge:
-        bound.warning("request_rejected", code=413, reason=too_large)
+        log.warning("request_rejected", **line, code=413, reason=too_large)
         return web.Response(status=413, text=f"{too_large}\n"), UNKNOWN_KIND, "too_large"
     except TimeoutError:
-        bound.warning("request_rejected", code=408, reason=f"body not received in {settings.read_timeout} s")
+        log.warning(
+            "request_rejected", **line, code=408, reason=f"body not received in {settings.read_timeout} s"
+        )
         return web.Response(status=408, text="body too slow\n"), UNKNOWN_KIND, "slow_body"
     except (RequestPayloadError, ConnectionError) as e:
         # Broken chunked framing, a body shorter than announced, a client gone: aiohttp's own
         # error text may quote the body, so only its class is kept.
-        bound.warning("request_rejected", code=400, reason=f"body broken: {type(e.__cause__ or e).__name__}")
+        log.warning(
+            "request_rejected", **line, code=400, reason=f"body broken: {type(e.__cause__ or e).__name__}"
+        )
         return web.Response(status=400, text="bad request: body broken\n"), UNKNOWN_KIND, "body_broken"
     # Decoded and verified from exactly the text that is stored (see ingress/wire.py).
     query = query_text(request)
@@ -184,18 +194,18 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger, account: 
     try:
         decoded = decode(body, query, content_type, account.charset)
         kind = decoded.kind.value
-        bound = bound.bind(kind=kind, fmt=decoded.fmt.value, **log_ids(decoded.params))
+        line.update(kind=kind, fmt=decoded.fmt.value, **log_ids(decoded.params))
         if account.secrets:
             position = verify_any(decoded, account.hash_algorithm, account.secrets)
             if len(account.secrets) > 1:
                 # During a rotation: once no line shows the old one's number, it can go.
-                bound = bound.bind(secret_no=position + 1)
+                line["secret_no"] = position + 1
         body, query = _without_secret(body, query, content_type, decoded, account)
     except BadRequest as e:
-        bound.warning("request_rejected", code=400, reason=e.reason)
+        log.warning("request_rejected", **line, code=400, reason=e.reason)
         return web.Response(status=400, text=f"bad request: {e.reason}\n"), kind, "bad_request"
     except InvalidSignature as e:
-        bound.warning("request_rejected", code=403, reason=e.reason)
+        log.warning("request_rejected", **line, code=403, reason=e.reason)
         return web.Response(status=403, text="forbidden: invalid signature\n"), kind, "signature"
     raw = RawRequest(
         rid=rid,
@@ -208,12 +218,12 @@ async def _receive(request: web.Request, rid: str, bound: BoundLogger, account: 
     try:
         job_id = await request.app[ENQUEUER].submit(raw)
     except ReplicasMissing as e:
-        bound.error("request_not_stored", code=503, reason=f"replicas: {e}")
+        log.error("request_not_stored", **line, code=503, reason=f"replicas: {e}")
         return web.Response(status=503, text="temporarily unavailable\n"), kind, "replicas"
     except (RedisError, OSError) as e:
-        bound.error("request_not_stored", code=503, reason=f"redis: {type(e).__name__}: {e}")
+        log.error("request_not_stored", **line, code=503, reason=f"redis: {type(e).__name__}: {e}")
         return web.Response(status=503, text="temporarily unavailable\n"), kind, "redis"
-    bound.info("request_stored", code=200, job=job_id)
+    log.info("request_stored", **line, code=200, job=job_id)
     return web.Response(text="OK\n"), kind, "ok"
 
 
@@ -256,8 +266,9 @@ def _without_secret(
 
 
 def _holds_secret(decoded: Decoded, secrets: list[str]) -> bool:
-    texts = [text.lower() for pair in decoded.params.items() for text in pair]
-    return any(secret.lower() in text for secret in secrets for text in texts)
+    # One text to search: a secret (latin letters, digits, - and _) never holds the NUL between.
+    texts = "\x00".join(text for pair in decoded.params.items() for text in pair).lower()
+    return any(secret.lower() in texts for secret in secrets)
 
 
 @web.middleware
@@ -273,16 +284,16 @@ async def elsewhere(request: web.Request) -> web.StreamResponse:
     another method on it 405, any other path 400."""
     path = target_path(request)
     route = ROUTES.get(HANDLER_PATH if account_of(path) is not None else path)
-    bound = log.bind(peer=request.remote, method=request.method[:20], path=path[:200])
+    line: Line = {"peer": request.remote, "method": request.method[:20], "path": path[:200]}
     metrics = request.app[METRICS]
     if route is None:
-        bound.warning("request_rejected", code=400, reason="unknown path")
+        log.warning("request_rejected", **line, code=400, reason="unknown path")
         if metrics is not None:
             metrics.answered(400, UNKNOWN_KIND, "unknown_path", UNKNOWN_ACCOUNT)
         return web.Response(status=400, text="bad request: unknown path\n")
     methods, handler = route
     if request.method not in methods:
-        bound.warning("request_rejected", code=405, reason="method not allowed")
+        log.warning("request_rejected", **line, code=405, reason="method not allowed")
         if metrics is not None:
             metrics.answered(405, UNKNOWN_KIND, "method", UNKNOWN_ACCOUNT)
         return web.Response(status=405, headers={"Allow": ", ".join(methods)}, text="method not allowed\n")

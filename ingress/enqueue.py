@@ -61,20 +61,26 @@ class Enqueuer:
         self._metrics = metrics
         self._waiting: list[tuple[RawRequest, asyncio.Future[str]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # The loop of the first request: the client's connection belongs to it anyway. Kept because
+        # asyncio.get_running_loop() costs a getpid() system call on every call (Python 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._last_arrival = 0.0
         self._gap = float("inf")
 
     async def submit(self, raw: RawRequest) -> str:
         """Store `raw` in the next job; return that job's id. Raises the write's redis error."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         now = loop.time()
         self._gap, self._last_arrival = now - self._last_arrival, now
         done: asyncio.Future[str] = loop.create_future()
         self._waiting.append((raw, done))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_all())
-        # Shielded: a cancelled request must not cancel the write that also holds its neighbours.
-        return await asyncio.shield(done)
+            self._writer = loop.create_task(self._write_all())
+        # Not shielded: a cancelled request cancels only its own future, which the write, a task of
+        # its own that also holds its neighbours, then leaves alone.
+        return await done
 
     async def _write_all(self) -> None:
         try:

@@ -21,8 +21,12 @@ _NOT_PRINTABLE = re.compile(rb"[^\x21-\x7e]")
 def query_text(request: web.Request) -> str:
     """The raw query string, every byte that is not printable ASCII percent-encoded: `parse_qsl`
     reads the same parameters from it as from the bytes that came."""
+    query = request.rel_url.raw_query_string
+    # Printable ASCII but the space, as the gateway's query strings are: nothing to encode.
+    if query.isascii() and query.isprintable() and " " not in query:
+        return query
     # aiohttp reads the request target as UTF-8 with surrogateescape: this gives its bytes back.
-    raw = request.rel_url.raw_query_string.encode("utf-8", "surrogateescape")
+    raw = query.encode("utf-8", "surrogateescape")
     return _NOT_PRINTABLE.sub(_percent, raw).decode("ascii")
 
 
@@ -41,6 +45,8 @@ def content_type_text(request: web.Request) -> str:
 def compression(request: web.Request) -> str | None:
     """The Content-Encoding, if it names anything but identity: a compressed body."""
     values = request.headers.getall("Content-Encoding", ())
+    if not values:
+        return None
     if all(coding.strip().lower() in ("", "identity") for value in values for coding in value.split(",")):
         return None
     return ", ".join(values)

@@ -7,14 +7,15 @@ queue entry and the queue's registration go in one MULTI/EXEC and land together 
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
+import orjson
 import redis
 from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
-from rq.utils import now
+from rq.utils import get_call_string, now
 
 from smsc.constants import JOB_FUNCTION, JOB_RESULT_TTL_SECONDS
 from smsc.protocol.raw import RawRequest
@@ -22,6 +23,21 @@ from smsc.settings import Settings
 
 # Job.create wants a connection object; it does no I/O with it, so this one is never opened.
 _UNUSED = redis.Redis()
+# As much of the first request as RQ's description of a call shows (rq.job.Job.get_call_string).
+_DESCRIBED = 75
+
+
+class _JSON:
+    """RQ's JSON serializer, writing with orjson: the same JSON, which RQ's JSONSerializer reads,
+    for a third of the cost of the ingress's largest write (a job of up to 200 requests)."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return json.loads(data)
 
 
 def queue_key(settings: Settings) -> str:
@@ -33,11 +49,15 @@ def build_job(requests: list[RawRequest], settings: Settings) -> Job:
     """A queued job holding `requests`, retried with jittered backoff on a transient failure."""
     # Jitter spreads the retries of jobs that failed together (a database restart) over time.
     intervals = [max(1, round(s * random.uniform(0.8, 1.2))) for s in settings.retry_intervals]  # noqa: S311
+    payloads = [r.to_json() for r in requests]
     job = Job.create(
         JOB_FUNCTION,
-        args=[[r.to_json() for r in requests]],
+        args=[payloads],
+        # RQ's own description shows the first 75 characters of the repr of the whole batch, which
+        # it builds first: of the first request alone, the same text, at a fraction of the cost.
+        description=get_call_string(JOB_FUNCTION, [payloads[:1]], {}, max_length=_DESCRIBED),
         connection=_UNUSED,
-        serializer=JSONSerializer,
+        serializer=_JSON,
         status=JobStatus.QUEUED,
         origin=settings.queue,
         timeout=settings.job_timeout,
