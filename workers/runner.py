@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from smsc import logs
 from smsc.accounts import load
@@ -79,6 +80,14 @@ class SmscWorker(SimpleWorker):
         if pipeline is None and state == self._state:
             return
         super().set_state(state, pipeline)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ's, less the job's heartbeat where no callback is to run after it: that heartbeat only
+        dates the job hash (its registry entry is not extended), and costs a round trip per job."""
+        if job.success_callback is not None or job.failure_callback is not None:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+        else:
+            job.ended_at = now()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return int(job.timeout or 0) + ABANDONED_MARGIN_SECONDS
