@@ -483,8 +483,6 @@ def _json(value: Any) -> Any:
         return str(value)
     if isinstance(value, timedelta):
         return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
-    if isinstance(value, Jsonb):
-        return value.obj
     raise TypeError(f"{type(value).__name__} has no JSON form here")
 
 
@@ -532,8 +530,8 @@ def _shown(value: Any) -> str:
 def _row(item: Pending) -> dict[str, Any]:
     event = item.event
     assert event is not None
-    row = {f.name: getattr(event, f.name) for f in fields(event)}
-    row["params"] = Jsonb(event.params)
+    # The event's fields as they are (params a plain dict, for the rows' JSON), then the receipt.
+    row = dict(vars(event))
     row["account"] = item.raw.account
     row["request_id"] = item.raw.rid
     row["received_at"] = datetime.fromtimestamp(item.raw.received_at, UTC)
