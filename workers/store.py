@@ -251,21 +251,24 @@ class Store:
             self._conn.close()
             self._conn = None
 
-    def save(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
-        """Store the events of a job and dead-letter the requests that cannot be stored.
+    def save(self, items: Sequence[Pending], job_id: str | Sequence[str]) -> list[Outcome]:
+        """Store the events of a job (or of jobs dequeued together: then `job_id` names each
+        request's) and dead-letter the requests that cannot be stored.
 
         Raises TransientError when a retry may help; a request's own content never fails the job.
         """
+        job_ids = [job_id] * len(items) if isinstance(job_id, str) else list(job_id)
         with self._translated():
-            outcomes = self._together(items, job_id)
+            outcomes = self._together(items, job_ids)
             if outcomes is None:
-                outcomes = self._apart(items, job_id)
-            conflicts = [o for o in outcomes if o.result == "conflict"]
+                outcomes = self._apart(items, job_ids)
+            conflicts = [(o, j) for o, j in zip(outcomes, job_ids, strict=True) if o.result == "conflict"]
             if conflicts:
                 aside = [
-                    Pending(o.pending.raw, None, Conflict(o.reason or ""), o.pending.ids) for o in conflicts
+                    Pending(o.pending.raw, None, Conflict(o.reason or ""), o.pending.ids)
+                    for o, _ in conflicts
                 ]
-                self._apart(aside, job_id)
+                self._apart(aside, [j for _, j in conflicts])
             return outcomes
 
     def purge(self, days: int) -> Purged:
@@ -281,20 +284,20 @@ class Store:
         with self._translated(), self._transaction(pipelined=False) as conn:
             return ensure_ahead(conn)
 
-    def _together(self, items: Sequence[Pending], job_id: str) -> list[Outcome] | None:
+    def _together(self, items: Sequence[Pending], job_ids: Sequence[str]) -> list[Outcome] | None:
         """The whole job in one pipelined transaction; None if PostgreSQL refused any of it."""
         try:
             with self._transaction(pipelined=True) as conn:
-                outcomes = _write(conn, items, job_id)
+                outcomes = _write(conn, items, job_ids)
             return outcomes
         except _REFUSALS as e:
             _raise_if_transient(e)
             return None
 
-    def _apart(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
+    def _apart(self, items: Sequence[Pending], job_ids: Sequence[str]) -> list[Outcome]:
         """Each request under its own savepoint, in one transaction: a refused row rolls back alone."""
         with self._transaction(pipelined=False) as conn:
-            return [_isolated(conn, item, job_id) for item in items]
+            return [_isolated(conn, item, job_id) for item, job_id in zip(items, job_ids, strict=True)]
 
     @contextmanager
     def _transaction(self, *, pipelined: bool = True) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
@@ -371,11 +374,14 @@ def _in_savepoint(
     conn: psycopg.Connection[tuple[Any, ...]], item: Pending, job_id: str, refusal: Exception | None = None
 ) -> Outcome:
     with conn.transaction():
-        return _write(conn, [item], job_id, type(refusal).__name__ if refusal else "")[0]
+        return _write(conn, [item], [job_id], type(refusal).__name__ if refusal else "")[0]
 
 
 def _write(
-    conn: psycopg.Connection[tuple[Any, ...]], items: Sequence[Pending], job_id: str, error_class: str = ""
+    conn: psycopg.Connection[tuple[Any, ...]],
+    items: Sequence[Pending],
+    job_ids: Sequence[str],
+    error_class: str = "",
 ) -> list[Outcome]:
     """Write a batch: one statement per table, rows in key order; then note the copies among them.
 
@@ -387,7 +393,7 @@ def _write(
     dead = sorted((i for i, item in enumerate(items) if item.event is None), key=lambda i: items[i].raw.rid)
     if dead:
         conn.cursor().executemany(
-            UPSERT_DEAD_LETTER, [_dead_row(items[i], job_id, error_class) for i in dead]
+            UPSERT_DEAD_LETTER, [_dead_row(items[i], job_ids[i], error_class) for i in dead]
         )
         for i in dead:
             error = items[i].error or PermanentError("unknown")
@@ -435,7 +441,7 @@ def _write(
             (i for i in copies if isinstance(items[i].event, kind)), key=lambda i: items[i].raw.rid
         )
         if group:
-            conn.cursor().executemany(lookup, [{**rows[i], "job_id": job_id} for i in group])
+            conn.cursor().executemany(lookup, [{**rows[i], "job_id": job_ids[i]} for i in group])
     return [outcomes[i] for i in range(len(items))]
 
 
