@@ -218,14 +218,9 @@ def _text(body: bytes, codec: str) -> str:
 
 def _recode(form: dict[str, str], codec: str, where: str) -> dict[str, str]:
     try:
-        return {_recoded(k, codec): _recoded(v, codec) for k, v in form.items()}
+        return {k.encode("latin-1").decode(codec): v.encode("latin-1").decode(codec) for k, v in form.items()}
     except UnicodeDecodeError as e:
         raise BadRequest(f"{where} is not valid {codec}: {e.reason}") from None
-
-
-def _recoded(text: str, codec: str) -> str:
-    # Every supported charset extends ASCII, and most values are ASCII: those read as themselves.
-    return text if text.isascii() else text.encode("latin-1").decode(codec)
 
 
 class _Number(str):
