@@ -17,6 +17,11 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text)
 
 
+def is_storable(text: str) -> bool:
+    """Whether `text` is stored as it is: true of nearly every text, checked far faster than replaced."""
+    return _UNSTORABLE.search(text) is None
+
+
 def one_line(text: str, limit: int = REASON_MAX) -> str:
     """A storable single line: line breaks and control characters become one space, cut at `limit`."""
     line = _BREAKS.sub(" ", storable(text)).strip()

@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 from rq import get_current_job
+from rq.exceptions import DeserializationError
+from rq.job import Job
 
 from smsc.accounts import Account, Accounts, load, reload
 from smsc.exceptions import BadRequest, PermanentError
@@ -35,6 +37,11 @@ class WorkerContext:
     store: Store
     accounts: Accounts
     next_purge: float = field(default=0.0)
+    # Jobs dequeued with a job, by its id: their requests are stored in its transaction.
+    along: dict[str, list[Job]] = field(default_factory=dict)
+    # Outcomes of requests already stored with an earlier job's, and when they were committed, by the
+    # id of the job holding them.
+    stored_ahead: dict[str, tuple[list[Outcome], float]] = field(default_factory=dict)
 
 
 _context: WorkerContext | None = None
@@ -68,18 +75,68 @@ def process(requests: list[dict[str, Any]]) -> None:
         metrics.JOB_DURATION.observe(time.perf_counter() - started)
 
 
+def take_along(job_id: str, others: list[Job]) -> None:
+    """Have the job `job_id` store, in its own transaction, the requests of the jobs `others`
+    dequeued with it: one commit for several jobs. Each of them still runs, and finishes or fails
+    on its own: it reports the outcomes stored for it, or, where they were not (the first job
+    failed, or its arguments are not raw requests), does its own work."""
+    if others:
+        _current().along[job_id] = others
+
+
+def forget(job_ids: list[str]) -> None:
+    """Drop what `take_along` left for these jobs: they have run, or will not in this process."""
+    ctx = _current()
+    for job_id in job_ids:
+        ctx.along.pop(job_id, None)
+        ctx.stored_ahead.pop(job_id, None)
+
+
 def _process(requests: list[dict[str, Any]]) -> None:
     ctx = _current()
     job = get_current_job()
     job_id = job.id if job is not None else "-"
+    along = ctx.along.pop(job_id, [])
+    ahead = ctx.stored_ahead.pop(job_id, None)
+    if ahead is not None:
+        _report(*ahead, ctx, job_id)
+        return
     raws = [_raw(item) for item in requests]
-    if any(ctx.accounts.get(raw.account) is None for raw in raws):
+    others = [(other.id, own) for other in along if (own := _raws_of(other)) is not None]
+    if any(ctx.accounts.get(raw.account) is None for raw in raws + [r for _, own in others for r in own]):
         # An account added to the file since this worker read it (the ingress knew it already).
         ctx.accounts = reload(ctx.settings, ctx.accounts)
     items = [_pending(raw, ctx) for raw in raws]
-    metrics.JOB_REQUESTS.observe(len(items))
-    outcomes = ctx.store.save(items, job_id)
-    _count(outcomes, ctx.accounts, committed_at=time.time())
+    job_ids = [job_id] * len(items)
+    for other, own in others:
+        items += [_pending(raw, ctx) for raw in own]
+        job_ids += [other] * len(own)
+    outcomes = ctx.store.save(items, job_ids)
+    committed_at = time.time()
+    mine, start = outcomes[: len(raws)], len(raws)
+    for other, own in others:
+        ctx.stored_ahead[other] = (outcomes[start : start + len(own)], committed_at)
+        start += len(own)
+    _report(mine, committed_at, ctx, job_id)
+    if time.monotonic() >= ctx.next_purge:
+        ctx.next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        made = ctx.store.make_partitions()
+        if made:
+            log.info("partitions_made", partitions=made)
+        purged = ctx.store.purge(ctx.settings.dead_letter_days)
+        if purged.dead_letters or purged.duplicates:
+            log.info(
+                "dead_letters_purged",
+                count=purged.dead_letters,
+                duplicates=purged.duplicates,
+                older_than_days=ctx.settings.dead_letter_days,
+            )
+
+
+def _report(outcomes: list[Outcome], committed_at: float, ctx: WorkerContext, job_id: str) -> None:
+    """The metrics and the log line of each request of a job."""
+    metrics.JOB_REQUESTS.observe(len(outcomes))
+    _count(outcomes, ctx.accounts, committed_at)
     for outcome in outcomes:
         ids = outcome.pending.ids or {}
         raw = outcome.pending.raw
@@ -98,19 +155,6 @@ def _process(requests: list[dict[str, Any]]) -> None:
             )
         else:
             log.info(f"event_{outcome.result}", rid=raw.rid, account=raw.account, **ids)
-    if time.monotonic() >= ctx.next_purge:
-        ctx.next_purge = time.monotonic() + PURGE_EVERY_SECONDS
-        made = ctx.store.make_partitions()
-        if made:
-            log.info("partitions_made", partitions=made)
-        purged = ctx.store.purge(ctx.settings.dead_letter_days)
-        if purged.dead_letters or purged.duplicates:
-            log.info(
-                "dead_letters_purged",
-                count=purged.dead_letters,
-                duplicates=purged.duplicates,
-                older_than_days=ctx.settings.dead_letter_days,
-            )
 
 
 def _count(outcomes: list[Outcome], accounts: Accounts, committed_at: float) -> None:
@@ -119,6 +163,16 @@ def _count(outcomes: list[Outcome], accounts: Accounts, committed_at: float) -> 
         metrics.EVENTS.labels(kind, outcome.result, accounts.label(outcome.pending.raw.account)).inc()
         if outcome.result == "stored":
             metrics.LAG.observe(committed_at - outcome.pending.raw.received_at)
+
+
+def _raws_of(job: Job) -> list[RawRequest] | None:
+    """The raw requests another job holds; None where they are not ours (that job then runs, and
+    fails, on its own)."""
+    try:
+        (requests,) = job.args
+        return [RawRequest.from_json(item) for item in requests]
+    except (PermanentError, DeserializationError, TypeError, ValueError):
+        return None
 
 
 def _raw(item: Any) -> RawRequest:

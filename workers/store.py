@@ -7,11 +7,14 @@ own row: it becomes a dead letter, and if even that is refused, a minimal dead l
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import psycopg
 from psycopg import sql
@@ -36,15 +39,52 @@ _RECEIPT = ("account", "request_id", "received_at")
 INCOMING_CONTENT = tuple(f.name for f in fields(IncomingMessage) if f.name not in ("id", "params"))
 
 
-def _insert(table: str, event: type[Event], conflict: str) -> sql.Composed:
-    """INSERT of every field of `event` plus the receipt columns, the column list derived from the
+# PostgreSQL's type of an event field, from the field's Python type. A batch travels as one JSON
+# array of rows, so that each table gets one statement per job rather than one per row, and the
+# driver encodes one text parameter rather than a value per column and row.
+_COLUMN_TYPES: dict[Any, str] = {
+    int: "bigint",
+    str: "text",
+    bool: "boolean",
+    Decimal: "numeric",
+    datetime: "timestamptz",
+    timedelta: "interval",
+    dict: "jsonb",
+}
+_RECEIPT_TYPES = {"account": "text", "request_id": "text", "received_at": "timestamptz"}
+
+
+def _column_types(event: type[Event]) -> dict[str, str]:
+    """Each column's type: the dataclass's fields, then the receipt columns."""
+    types: dict[str, str] = {}
+    for name, hint in get_type_hints(event).items():
+        if get_origin(hint) in (UnionType, Union):
+            (hint,) = (arg for arg in get_args(hint) if arg is not type(None))
+        types[name] = _COLUMN_TYPES[get_origin(hint) or hint]
+    return {**types, **_RECEIPT_TYPES}
+
+
+def _rows_of(types: dict[str, str]) -> sql.Composed:
+    """The rows of the JSON parameter %(rows)s, numbered `ord` in the order it gives them."""
+    return sql.SQL(
+        "ROWS FROM (json_to_recordset(%(rows)s::json) AS ({columns})) WITH ORDINALITY AS e"
+    ).format(
+        columns=sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in types.items()
+        ),
+    ) + sql.SQL("({}, ord)").format(sql.SQL(", ").join(map(sql.Identifier, types)))
+
+
+def _insert(table: str, event: type[Event], conflict: sql.Composable) -> bytes:
+    """INSERT of a batch of `event` rows plus their receipt columns, the column list derived from the
     dataclass: a new protocol field costs a field, a column and a test, never a second list here."""
-    columns = [*(f.name for f in fields(event)), *_RECEIPT]
-    return sql.SQL("INSERT INTO {table} AS t ({columns}) VALUES ({values}) ").format(
-        table=sql.Identifier(table),
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        values=sql.SQL(", ").join(map(sql.Placeholder, columns)),
-    ) + sql.SQL(conflict)
+    types = _column_types(event)
+    columns = sql.SQL(", ").join(map(sql.Identifier, types))
+    insert = sql.SQL(
+        "INSERT INTO {table} AS t ({columns}) SELECT {columns} FROM {rows} ORDER BY e.ord "
+    ).format(table=sql.Identifier(table), columns=columns, rows=_rows_of(types))
+    # Rendered once: composing it again for every job costs more than the statement's whole batch.
+    return (insert + conflict).as_bytes(None)
 
 
 def _content(prefix: str) -> sql.Composed:
@@ -53,28 +93,34 @@ def _content(prefix: str) -> sql.Composed:
     )
 
 
+# Each returns the request id of the rows it stored: the others are copies of stored events.
 INSERT_STATUS_EVENT = _insert(
     "status_events",
     StatusEvent,
-    "ON CONFLICT ON CONSTRAINT status_events_event_key DO NOTHING RETURNING 1",
+    sql.SQL("ON CONFLICT ON CONSTRAINT status_events_event_key DO NOTHING RETURNING t.request_id"),
 )
 
 # A copy of a stored `id` with other content is no duplicate: its id may be forged (the hash does not
 # cover it). The no-op update locks the stored row, so a copy arriving concurrently is still compared,
 # and returns the stored version; a new row is the one holding this request's id (a partitioned table
-# has no xmax to tell). A true copy returns nothing.
+# has no xmax to tell). A true copy returns nothing. Rows come back by their key (account, id).
 INSERT_INCOMING = _insert(
     "incoming_messages",
     IncomingMessage,
-    "ON CONFLICT ON CONSTRAINT incoming_messages_event_key DO UPDATE SET id = t.id WHERE ",
-) + sql.SQL("{} IS DISTINCT FROM {} RETURNING (t.request_id = %(request_id)s), t.request_id, {}").format(
-    _content("t"),
-    _content("excluded"),
-    sql.SQL(", ").join(sql.Identifier("t", name) for name in INCOMING_CONTENT),
+    sql.SQL(
+        "ON CONFLICT ON CONSTRAINT incoming_messages_event_key DO UPDATE SET id = t.id "
+        "WHERE {} IS DISTINCT FROM {} RETURNING t.account, t.id, t.request_id, {}"
+    ).format(
+        _content("t"),
+        _content("excluded"),
+        sql.SQL(", ").join(sql.Identifier("t", name) for name in INCOMING_CONTENT),
+    ),
 )
 
 INSERT_CALL = _insert(
-    "call_confirmations", CallConfirmation, "ON CONFLICT (account, phone, called_at) DO NOTHING RETURNING 1"
+    "call_confirmations",
+    CallConfirmation,
+    sql.SQL("ON CONFLICT (account, phone, called_at) DO NOTHING RETURNING t.request_id"),
 )
 
 
@@ -125,13 +171,20 @@ RECORD_CALL_DUPLICATE = _record_duplicate(
 # (status_at, status), and a status without any time sorts before every dated one.
 UPSERT_MESSAGE = """
 INSERT INTO messages AS m (account, message_id, phone, status, status_at, err, cost)
-VALUES (%(account)s, %(message_id)s, %(phone)s, %(status)s, %(status_at)s, %(err)s, %(cost)s)
+SELECT account, message_id, phone, status, status_at, err, cost
+FROM ROWS FROM (json_to_recordset(%(rows)s::json) AS (
+    account text, message_id bigint, phone text, status integer, status_at timestamptz, err integer,
+    cost numeric
+)) WITH ORDINALITY AS e(account, message_id, phone, status, status_at, err, cost, ord)
+ORDER BY e.ord
 ON CONFLICT (account, message_id, phone) DO UPDATE
 SET status = EXCLUDED.status, status_at = EXCLUDED.status_at, err = EXCLUDED.err,
     cost = coalesce(EXCLUDED.cost, m.cost), updated_at = now()
 WHERE (coalesce(EXCLUDED.status_at, '-infinity'), EXCLUDED.status)
     > (coalesce(m.status_at, '-infinity'), m.status)
 """
+
+MESSAGE_COLUMNS = ("account", "message_id", "phone", "status", "status_at", "err", "cost")
 
 # A replay that fails again re-arms the same row, counting the attempt.
 UPSERT_DEAD_LETTER = """
@@ -198,21 +251,24 @@ class Store:
             self._conn.close()
             self._conn = None
 
-    def save(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
-        """Store the events of a job and dead-letter the requests that cannot be stored.
+    def save(self, items: Sequence[Pending], job_id: str | Sequence[str]) -> list[Outcome]:
+        """Store the events of a job (or of jobs dequeued together: then `job_id` names each
+        request's) and dead-letter the requests that cannot be stored.
 
         Raises TransientError when a retry may help; a request's own content never fails the job.
         """
+        job_ids = [job_id] * len(items) if isinstance(job_id, str) else list(job_id)
         with self._translated():
-            outcomes = self._together(items, job_id)
+            outcomes = self._together(items, job_ids)
             if outcomes is None:
-                outcomes = self._apart(items, job_id)
-            conflicts = [o for o in outcomes if o.result == "conflict"]
+                outcomes = self._apart(items, job_ids)
+            conflicts = [(o, j) for o, j in zip(outcomes, job_ids, strict=True) if o.result == "conflict"]
             if conflicts:
                 aside = [
-                    Pending(o.pending.raw, None, Conflict(o.reason or ""), o.pending.ids) for o in conflicts
+                    Pending(o.pending.raw, None, Conflict(o.reason or ""), o.pending.ids)
+                    for o, _ in conflicts
                 ]
-                self._apart(aside, job_id)
+                self._apart(aside, [j for _, j in conflicts])
             return outcomes
 
     def purge(self, days: int) -> Purged:
@@ -228,33 +284,43 @@ class Store:
         with self._translated(), self._transaction(pipelined=False) as conn:
             return ensure_ahead(conn)
 
-    def _together(self, items: Sequence[Pending], job_id: str) -> list[Outcome] | None:
+    def _together(self, items: Sequence[Pending], job_ids: Sequence[str]) -> list[Outcome] | None:
         """The whole job in one pipelined transaction; None if PostgreSQL refused any of it."""
         try:
             with self._transaction(pipelined=True) as conn:
-                read = _write(conn, items, job_id)
-            return read()
+                outcomes = _write(conn, items, job_ids)
+            return outcomes
         except _REFUSALS as e:
             _raise_if_transient(e)
             return None
 
-    def _apart(self, items: Sequence[Pending], job_id: str) -> list[Outcome]:
+    def _apart(self, items: Sequence[Pending], job_ids: Sequence[str]) -> list[Outcome]:
         """Each request under its own savepoint, in one transaction: a refused row rolls back alone."""
         with self._transaction(pipelined=False) as conn:
-            return [_isolated(conn, item, job_id) for item in items]
+            return [_isolated(conn, item, job_id) for item, job_id in zip(items, job_ids, strict=True)]
 
     @contextmanager
     def _transaction(self, *, pipelined: bool = True) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-        """A transaction; pipelined, BEGIN, every statement and COMMIT go in one round trip, and
-        results (and errors) arrive when the block ends."""
+        """A transaction; pipelined, BEGIN goes with the block's first statements and COMMIT with
+        its last ones, and results (and errors) arrive when the block reads them or ends."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self._url)
+        conn = self._conn
         if not pipelined:
-            with self._conn.transaction():
-                yield self._conn
+            with conn.transaction():
+                yield conn
             return
-        with self._conn.pipeline(), self._conn.transaction():
-            yield self._conn
+        # Not psycopg's transaction(): in a pipeline it waits for the server at BEGIN, and twice more
+        # around COMMIT, where this costs the block's own round trips and one to commit.
+        with conn.pipeline():
+            conn.execute(b"BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                if not conn.broken:
+                    conn.rollback()
+                raise
+            conn.execute(b"COMMIT")
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -308,23 +374,26 @@ def _in_savepoint(
     conn: psycopg.Connection[tuple[Any, ...]], item: Pending, job_id: str, refusal: Exception | None = None
 ) -> Outcome:
     with conn.transaction():
-        return _write(conn, [item], job_id, type(refusal).__name__ if refusal else "")()[0]
+        return _write(conn, [item], [job_id], type(refusal).__name__ if refusal else "")[0]
 
 
 def _write(
-    conn: psycopg.Connection[tuple[Any, ...]], items: Sequence[Pending], job_id: str, error_class: str = ""
-) -> Callable[[], list[Outcome]]:
-    """Queue a batch's statements: one per table, rows in key order; return what reads the outcomes
-    once the pipeline has synced (at once outside a pipeline).
+    conn: psycopg.Connection[tuple[Any, ...]],
+    items: Sequence[Pending],
+    job_ids: Sequence[str],
+    error_class: str = "",
+) -> list[Outcome]:
+    """Write a batch: one statement per table, rows in key order; then note the copies among them.
 
-    The same key order in every transaction keeps two workers writing copies of the same events
-    from deadlocking on each other's unique-index entries.
+    In a pipeline, the writes go in one round trip and the copies' lookups (and the COMMIT) in a
+    second. The same key order in every transaction keeps two workers writing copies of the same
+    events from deadlocking on each other's unique-index entries.
     """
     outcomes: dict[int, Outcome] = {}
     dead = sorted((i for i, item in enumerate(items) if item.event is None), key=lambda i: items[i].raw.rid)
     if dead:
         conn.cursor().executemany(
-            UPSERT_DEAD_LETTER, [_dead_row(items[i], job_id, error_class) for i in dead]
+            UPSERT_DEAD_LETTER, [_dead_row(items[i], job_ids[i], error_class) for i in dead]
         )
         for i in dead:
             error = items[i].error or PermanentError("unknown")
@@ -334,49 +403,114 @@ def _write(
         (i for i in rows if isinstance(items[i].event, StatusEvent)), key=lambda i: _status_key(rows[i])
     )
     incoming = sorted(
-        (i for i in rows if isinstance(items[i].event, IncomingMessage)),
-        key=lambda i: (rows[i]["account"], rows[i]["id"]),
+        (i for i in rows if isinstance(items[i].event, IncomingMessage)), key=lambda i: _incoming_key(rows[i])
     )
     calls = sorted(
-        (i for i in rows if isinstance(items[i].event, CallConfirmation)),
-        key=lambda i: (rows[i]["account"], rows[i]["phone"], rows[i]["called_at"]),
+        (i for i in rows if isinstance(items[i].event, CallConfirmation)), key=lambda i: _call_key(rows[i])
     )
     inserted: list[tuple[list[int], psycopg.Cursor[tuple[Any, ...]]]] = []
-    for query, group in ((INSERT_STATUS_EVENT, statuses), (INSERT_INCOMING, incoming), (INSERT_CALL, calls)):
-        if group:
-            cur = conn.cursor()
-            cur.executemany(query, [rows[i] for i in group], returning=True)
-            inserted.append((group, cur))
-    # Every event is looked up, since in a pipeline its insert's outcome is not known yet; in request
-    # id order, so that two jobs carrying the same copies take the same locks in the same order.
-    for query, group in (
-        (RECORD_STATUS_DUPLICATE, statuses),
-        (RECORD_INCOMING_DUPLICATE, incoming),
-        (RECORD_CALL_DUPLICATE, calls),
+    for query, group, key in (
+        (INSERT_STATUS_EVENT, statuses, _status_key),
+        (INSERT_INCOMING, incoming, _incoming_key),
+        (INSERT_CALL, calls, _call_key),
     ):
-        if group:
-            by_request = sorted(group, key=lambda i: items[i].raw.rid)
-            conn.cursor().executemany(query, [{**rows[i], "job_id": job_id} for i in by_request])
-    if statuses:
-        by_message = sorted(
-            statuses, key=lambda i: (rows[i]["account"], rows[i]["message_id"], rows[i]["phone"])
+        for batch in _rounds(group, rows, key, by_request=True):
+            cur = conn.cursor()
+            cur.execute(query, _json_rows(rows, batch))
+            inserted.append((batch, cur))
+    by_message = sorted(statuses, key=lambda i: _message_key(rows[i]))
+    for batch in _rounds(by_message, rows, _message_key, by_request=False):
+        conn.execute(UPSERT_MESSAGE, _json_rows(rows, batch, MESSAGE_COLUMNS))
+    copies: list[int] = []
+    for batch, cur in inserted:
+        returned = {_returned_key(items[batch[0]], r): r for r in cur.fetchall()}
+        for i in batch:
+            got = returned.get(_batch_key(items[i], rows[i]))
+            outcomes[i] = _outcome(items[i], rows[i], got)
+            if got is None:
+                copies.append(i)
+    # A statement of its own after the inserts, so that its snapshot sees the rows of another
+    # transaction whose commit an insert waited for; in request id order, so that two jobs carrying
+    # the same copies take the same locks in the same order.
+    for lookup, kind in (
+        (RECORD_STATUS_DUPLICATE, StatusEvent),
+        (RECORD_INCOMING_DUPLICATE, IncomingMessage),
+        (RECORD_CALL_DUPLICATE, CallConfirmation),
+    ):
+        group = sorted(
+            (i for i in copies if isinstance(items[i].event, kind)), key=lambda i: items[i].raw.rid
         )
-        conn.cursor().executemany(UPSERT_MESSAGE, [rows[i] for i in by_message])
+        if group:
+            conn.cursor().executemany(lookup, [{**rows[i], "job_id": job_ids[i]} for i in group])
+    return [outcomes[i] for i in range(len(items))]
 
-    def read() -> list[Outcome]:
-        for group, cur in inserted:
-            for i, _ in zip(group, cur.results(), strict=True):
-                outcomes[i] = _outcome(items[i], rows[i], cur.fetchone())
-        return [outcomes[i] for i in range(len(items))]
 
-    return read
+def _rounds(
+    group: list[int],
+    rows: dict[int, dict[str, Any]],
+    key: Callable[[dict[str, Any]], Any],
+    *,
+    by_request: bool,
+) -> list[list[int]]:
+    """Split a key-ordered group into batches in which no key (nor request id) comes twice.
+
+    One statement cannot insert and then update the same row (PostgreSQL refuses it), and the second
+    copy of an event within a job must find the first one stored, as it would in another job.
+    """
+    seen: list[set[Any]] = []
+    batches: list[list[int]] = []
+    for i in group:
+        marks = {("key", key(rows[i]))}
+        if by_request:
+            marks.add(("request", rows[i]["request_id"]))
+        n = next((n for n, taken in enumerate(seen) if not marks & taken), len(seen))
+        if n == len(seen):
+            seen.append(set())
+            batches.append([])
+        seen[n] |= marks
+        batches[n].append(i)
+    return batches
+
+
+def _json_rows(
+    rows: dict[int, dict[str, Any]], batch: list[int], columns: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The parameter of a batch statement: its rows as one JSON array, in the batch's order."""
+    if columns is not None:
+        return {"rows": json.dumps([{name: rows[i][name] for name in columns} for i in batch], default=_json)}
+    return {"rows": json.dumps([rows[i] for i in batch], default=_json)}
+
+
+def _json(value: Any) -> Any:
+    """A value as PostgreSQL reads it back from JSON into its column's type, exactly."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, timedelta):
+        return f"{value.days} days {value.seconds} seconds {value.microseconds} microseconds"
+    raise TypeError(f"{type(value).__name__} has no JSON form here")
+
+
+def _batch_key(item: Pending, row: dict[str, Any]) -> Any:
+    """What identifies a request's returned row within one batch: for an incoming SMS its key (the
+    row returned may be the stored one, holding another request's id), else its request id."""
+    if isinstance(item.event, IncomingMessage):
+        return (row["account"], row["id"])
+    return row["request_id"]
+
+
+def _returned_key(item: Pending, returned: tuple[Any, ...]) -> Any:
+    if isinstance(item.event, IncomingMessage):
+        return (returned[0], returned[1])
+    return returned[0]
 
 
 def _outcome(item: Pending, row: dict[str, Any], returned: tuple[Any, ...] | None) -> Outcome:
     if returned is None:
         return Outcome(item, "duplicate")
-    if isinstance(item.event, IncomingMessage) and not returned[0]:
-        return Outcome(item, "conflict", _conflict_reason(row, returned[1], returned[2:]))
+    if isinstance(item.event, IncomingMessage) and returned[2] != row["request_id"]:
+        return Outcome(item, "conflict", _conflict_reason(row, returned[2], returned[3:]))
     return Outcome(item, "stored")
 
 
@@ -402,8 +536,8 @@ def _shown(value: Any) -> str:
 def _row(item: Pending) -> dict[str, Any]:
     event = item.event
     assert event is not None
-    row = {f.name: getattr(event, f.name) for f in fields(event)}
-    row["params"] = Jsonb(event.params)
+    # The event's fields as they are (params a plain dict, for the rows' JSON), then the receipt.
+    row = dict(vars(event))
     row["account"] = item.raw.account
     row["request_id"] = item.raw.rid
     row["received_at"] = datetime.fromtimestamp(item.raw.received_at, UTC)
@@ -442,6 +576,18 @@ def _minimal_row(item: Pending, job_id: str, refusal: BaseException) -> dict[str
         "raw": Jsonb(raw),
         "received_at": datetime.fromtimestamp(item.raw.received_at, UTC),
     }
+
+
+def _incoming_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["account"], row["id"])
+
+
+def _call_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["account"], row["phone"], row["called_at"])
+
+
+def _message_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["account"], row["message_id"], row["phone"])
 
 
 def _status_key(row: dict[str, Any]) -> tuple[Any, ...]:

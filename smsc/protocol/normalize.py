@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from smsc.exceptions import PermanentError
 from smsc.protocol.decode import Decoded
 from smsc.protocol.fields import Kind
-from smsc.text import storable
+from smsc.text import is_storable, storable
 
 # Digit counts are bounded: the range checks below then never meet Python's int() size limit.
 _INT = re.compile(r"[+-]?[0-9]{1,30}")
@@ -132,7 +132,11 @@ def normalize(decoded: Decoded, tz: ZoneInfo, received_at: datetime) -> Event:
     """
     # A visible replacement of what PostgreSQL cannot store beats losing the event; decode() has
     # refused names that would collide once replaced.
-    p = {storable(k): storable(v) for k, v in decoded.params.items()}
+    p = (
+        dict(decoded.params)
+        if is_storable("".join((*decoded.params, *decoded.params.values())))
+        else {storable(k): storable(v) for k, v in decoded.params.items()}
+    )
     latest = received_at + _AHEAD
     if decoded.kind is Kind.INCOMING:
         return IncomingMessage(

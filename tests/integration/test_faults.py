@@ -32,6 +32,7 @@ from tests.integration.procs import Ingress, post_all, run_workers, start_worker
 from tests.integration.servers import ThrowawayPostgres, ThrowawayRedis, wait_until
 from tests.payloads import SAMPLES, Request, build
 from workers.db import create_database_if_missing
+from workers.runner import JOBS_TOGETHER
 from workers.schema import migrate
 
 
@@ -212,8 +213,9 @@ async def test_fifty_copies_of_two_hundred_events_three_workers(redis_db: Redis,
 def test_sigterm_on_a_worker_finishes_its_job_then_stops(
     settings: Settings, db: Any, redis_db: Redis
 ) -> None:
-    """SIGTERM while a job runs: that job is stored whole, the worker exits 0, later jobs stay queued."""
-    enqueue(settings, redis_db, [calls(10, start=10 * n) for n in range(3)])
+    """SIGTERM while a job runs: that job, and those it took from the queue with it, are stored whole,
+    the worker exits 0, later jobs stay queued."""
+    enqueue(settings, redis_db, [calls(10, start=10 * n) for n in range(JOBS_TOGETHER + 2)])
     with (
         psycopg.connect(TEST_DATABASE_URL) as lock,
         psycopg.connect(TEST_DATABASE_URL, autocommit=True) as watch,
@@ -225,7 +227,7 @@ def test_sigterm_on_a_worker_finishes_its_job_then_stops(
         time.sleep(0.5)
         lock.rollback()
     assert worker.wait(timeout=30) == 0
-    assert count(TEST_DATABASE_URL, "call_confirmations") == 10
+    assert count(TEST_DATABASE_URL, "call_confirmations") == 10 * JOBS_TOGETHER
     assert Queue(settings.queue, connection=redis_db).count == 2
 
 
