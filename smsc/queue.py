@@ -33,7 +33,12 @@ class _JSON:
 
     @staticmethod
     def dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        try:
+            return orjson.dumps(obj)
+        except TypeError:
+            # A lone surrogate (a replayed dead letter of an older ingress's job): the standard
+            # library escapes it, as RQ's JSONSerializer always did.
+            return json.dumps(obj).encode("utf-8")
 
     @staticmethod
     def loads(data: bytes) -> Any:
