@@ -48,8 +48,9 @@ def configure(level: int = logging.INFO, secrets: Iterable[str] = (), *, mask_ph
     stamp = _Stamp()
     masking: list[Processor] = [_masked_phones] if mask_phones else []
     structlog.configure(
+        # No context variables: a request's fields are passed with its line (ingress/app.py), a job's
+        # with its own; merging them cost each line a copy of the task's context.
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             stamp,
             structlog.processors.format_exc_info,
@@ -98,18 +99,22 @@ def _json_line(logger: WrappedLogger, method_name: str, event_dict: EventDict) -
 def _masked_phones(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Phones masked: the values of the phone keys, the same values wherever another field of the
     line repeats them, and the phones a reason quotes."""
-    phones = {key: str(event_dict[key]) for key in PHONE_KEYS if event_dict.get(key) is not None}
-    for key, phone in phones.items():
-        event_dict[key] = mask_phone(phone)
-    repeated = {value: mask_phone(value) for value in phones.values() if len(value) > PHONE_SHOWN}
+    repeated: dict[str, str] = {}
+    for key in PHONE_KEYS:
+        value = event_dict.get(key)
+        if value is not None:
+            phone = str(value)
+            event_dict[key] = masked = mask_phone(phone)
+            if len(phone) > PHONE_SHOWN:
+                repeated[phone] = masked
     # Most lines repeat no phone and quote none: one search of all their other text tells, where
     # looking value by value cost more than the rest of the line.
     # The masked phone fields are in it too: at worst a false alarm, and the line goes value by value.
     texts = "\x00".join([v for v in event_dict.values() if isinstance(v, str)])
-    if "'" not in texts and not any(phone in texts for phone in repeated):
+    if "'" not in texts and all(phone not in texts for phone in repeated):
         return event_dict
     for key, value in event_dict.items():
-        if key not in phones and isinstance(value, str):
+        if key not in PHONE_KEYS and isinstance(value, str):
             for phone, masked in repeated.items():
                 if phone in value:
                     value = value.replace(phone, masked)
