@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import time
 from types import FrameType
+from typing import Any
 
 import structlog
 from redis import Redis
@@ -19,7 +20,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.utils import now
+from rq.utils import now, utcformat
 
 from smsc import logs
 from smsc.accounts import load
@@ -43,6 +44,38 @@ JOBS_TOGETHER = 4
 # Pauses before starting again after losing Redis: doubled each time, up to the last.
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
+
+
+class SmscJob(Job):
+    """RQ's job, less the rewrite of its whole hash when it finishes.
+
+    RQ saves a finished job from scratch, its payload compressed and sent again (on jobs of 28
+    requests, about 15 µs of the worker's CPU per event); by then only the fields of its run have
+    changed since it was dequeued, and only those are written.
+    """
+
+    _finishing = False
+
+    def _handle_success(self, result_ttl: int, pipeline: Pipeline, *args: Any, **kwargs: Any) -> None:
+        self._finishing = True
+        try:
+            super()._handle_success(result_ttl, pipeline, *args, **kwargs)
+        finally:
+            self._finishing = False
+
+    def save(
+        self, pipeline: Pipeline | None = None, include_meta: bool = True, include_result: bool = True
+    ) -> None:
+        if not self._finishing or include_meta or include_result:
+            super().save(pipeline, include_meta, include_result)
+            return
+        run = [
+            *("started_at", utcformat(self.started_at) if self.started_at else ""),
+            *("ended_at", utcformat(self.ended_at) if self.ended_at else ""),
+            *("last_heartbeat", utcformat(self.last_heartbeat) if self.last_heartbeat else ""),
+            *("worker_name", self.worker_name or ""),
+        ]
+        (pipeline if pipeline is not None else self.connection).hset(self.key, items=run)
 
 
 class SmscWorker(SimpleWorker):
@@ -208,11 +241,12 @@ def _work_until_stopped(
 
 
 def _worker(settings: Settings, connection: Redis) -> SmscWorker:
-    queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer)
+    queue = Queue(settings.queue, connection=connection, serializer=JSONSerializer, job_class=SmscJob)
     return SmscWorker(
         [queue],
         connection=connection,
         serializer=JSONSerializer,
+        job_class=SmscJob,
         # An idle worker wakes from its blocking pop every worker_ttl - 15 s to run maintenance.
         worker_ttl=settings.job_timeout + 15,
         maintenance_interval=settings.job_timeout,
