@@ -23,7 +23,7 @@ from rq.executions import Execution
 from rq.job import Job, JobStatus, Retry
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
-from rq.utils import now, utcformat
+from rq.utils import as_text, now, utcformat
 from rq.worker import WorkerStatus
 
 from smsc import logs
@@ -224,9 +224,14 @@ class SmscWorker(SimpleWorker):
         self.cleanup_execution(job, pipeline=pipeline, execution=execution)
 
     def _dequeue_along(self) -> list[tuple[Job, Queue]]:
+        """Up to JOBS_TOGETHER - 1 more jobs, of those already queued: never a wait for more."""
+        if self._stop_requested:
+            return []
+        version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+        if len(self._ordered_queues) == 1 and version >= (6, 2, 0):
+            return self._moved_along(self._ordered_queues[0], version)
         along: list[tuple[Job, Queue]] = []
-        while len(along) < JOBS_TOGETHER - 1 and not self._stop_requested:
-            # No timeout: only the jobs already queued, never a wait for more.
+        while len(along) < JOBS_TOGETHER - 1:
             taken = self.queue_class.dequeue_any(
                 self._ordered_queues,
                 None,
@@ -237,8 +242,26 @@ class SmscWorker(SimpleWorker):
             )
             if taken is None:
                 break
-            taken[0].redis_server_version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+            taken[0].redis_server_version = version
             along.append(taken)
+        return along
+
+    def _moved_along(self, queue: Queue, version: tuple[int, int, int]) -> list[tuple[Job, Queue]]:
+        """RQ's dequeue from one queue (LMOVE to its intermediate queue, then the job's hash) for
+        several jobs in two round trips rather than two per job. A job whose hash is gone is passed
+        over as RQ does; RQ's maintenance clears its id from the intermediate queue."""
+        with self.connection.pipeline(transaction=False) as pipeline:
+            for _ in range(JOBS_TOGETHER - 1):
+                pipeline.lmove(queue.key, queue.intermediate_queue_key)
+            moved = [as_text(job_id) for job_id in pipeline.execute() if job_id is not None]
+        if not moved:
+            return []
+        jobs = self.job_class.fetch_many(moved, connection=self.connection, serializer=self.serializer)
+        along: list[tuple[Job, Queue]] = []
+        for job in jobs:
+            if job is not None:
+                job.redis_server_version = version
+                along.append((job, queue))
         return along
 
     def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
