@@ -173,7 +173,7 @@ class SmscWorker(SimpleWorker):
             if isinstance(result, Retry) or _asks_more(job):
                 self._finalize_success(job, queue, execution, result)
                 return False
-            self.handle_execution_ended(job, queue, 0)
+            self.handle_execution_ended(job, queue, job.success_callback_timeout)
             job._result = result
             job._status = JobStatus.FINISHED
             return True
