@@ -26,6 +26,9 @@ _OVERTIME = re.compile(
     r"^[ \t]*overtime:[ \t]*([0-9]{1,6}):([0-9]{2})[ \t]*(?:\r?\n|\r?\Z)", re.MULTILINE | re.IGNORECASE
 )
 _LOCAL_TIME_FORMATS = ("%d.%m.%y %H:%M:%S", "%d.%m.%Y %H:%M:%S")
+# The form the gateway sends, read without strptime (1.5 vs 4.8 µs a time); any other form that
+# strptime accepts with the formats above (one-digit fields, other blanks) still goes to it.
+_LOCAL_TIME = re.compile(r"([0-9]{2})\.([0-9]{2})\.([0-9]{2}|[0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2})")
 T = TypeVar("T")
 _INT32 = 1 << 31
 _INT64 = 1 << 63
@@ -55,7 +58,9 @@ class Flag:
         )
 
 
-@dataclass(frozen=True)
+# The events are plain dataclasses: nothing changes one after normalize(), and a frozen one sets
+# each field through object.__setattr__, 2.2 µs an event more (a status has 32 fields).
+@dataclass
 class StatusEvent:
     """A delivery status of a message we sent."""
 
@@ -93,7 +98,7 @@ class StatusEvent:
     params: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass
 class IncomingMessage:
     """An SMS a subscriber sent to us."""
 
@@ -108,7 +113,7 @@ class IncomingMessage:
     params: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass
 class CallConfirmation:
     """A call received by the "confirm the number by a call" service."""
 
@@ -258,6 +263,16 @@ def _local_time(p: dict[str, str], name: str, tz: ZoneInfo) -> datetime | None:
     value = _present(p, name)
     if value is None:
         return None
+    match = _LOCAL_TIME.fullmatch(value)
+    if match:
+        day, month, year, hour, minute, second = map(int, match.groups())
+        if len(match.group(3)) == 2:
+            # strptime's %y: 69-99 are the 1900s, 00-68 the 2000s.
+            year += 1900 if year >= 69 else 2000
+        try:
+            return datetime(year, month, day, hour, minute, second, tzinfo=tz)
+        except ValueError:
+            pass  # out of range: strptime below refuses it too, and the error is the same
     for fmt in _LOCAL_TIME_FORMATS:
         try:
             return datetime.strptime(value, fmt).replace(tzinfo=tz)

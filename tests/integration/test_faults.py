@@ -85,7 +85,8 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
 
 
 def test_sigkill_mid_batch_then_a_live_worker_finishes(settings: Settings, db: Any, redis_db: Redis) -> None:
-    """A worker killed inside a job of a batch: a live worker finds the job and every row exists once."""
+    """A worker killed inside a job of a batch: a live worker finds the jobs it had started (the first
+    and those taken along with it) and every row exists once."""
     fast = Settings.from_env(service_env(SMSC_RETRY_INTERVALS="1", SMSC_JOB_TIMEOUT="3"))
     enqueue(fast, redis_db, [calls(20, start=20 * n) for n in range(5)])
     queue = Queue(fast.queue, connection=redis_db)
@@ -96,7 +97,7 @@ def test_sigkill_mid_batch_then_a_live_worker_finishes(settings: Settings, db: A
         lock.execute("LOCK TABLE call_confirmations IN ACCESS EXCLUSIVE MODE")
         doomed = start_worker(SMSC_JOB_TIMEOUT="3")
         wait_until(lambda: waiting_on_lock(watch), 30, "the worker to block inside its first job")
-        assert StartedJobRegistry(queue=queue).count == 1
+        assert StartedJobRegistry(queue=queue).count == JOBS_TOGETHER
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=20)
         lock.rollback()

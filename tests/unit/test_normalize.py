@@ -138,6 +138,8 @@ def test_unix_times_become_aware_utc_datetimes(
         ("America/New_York", "14.11.23 22:13:20", utc(2023, 11, 15, 3, 13, 20)),
         ("America/New_York", "01.07.23 12:00:00", utc(2023, 7, 1, 16)),
         ("UTC", "29.02.24 23:59:59", utc(2024, 2, 29, 23, 59, 59)),
+        ("UTC", "1.2.24 3:04:05", utc(2024, 2, 1, 3, 4, 5)),
+        ("UTC", "01.02.24  03:04:05", utc(2024, 2, 1, 3, 4, 5)),
     ],
     ids=lambda v: str(v)[:20],
 )
@@ -377,6 +379,8 @@ PERMANENT = [
     ("status", "calltime", "abc"),
     ("status", "calltime", "2147483648"),
     ("status", "ringtime", "1:2:3:4"),
+    ("status", "time", "31.02.24 10:00:00"),
+    ("status", "time", "14.11.23 24:00:00"),
     ("incoming", "id", "1.5"),
     ("incoming", "id", "9223372036854775808"),
     ("incoming", "sms_id", "x"),
