@@ -7,7 +7,6 @@ table is printed and written to bench-results/history.json. The filled database 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from bench.config import (
     HISTORY_ROWS,
     JOB_SIZE,
     QUEUE,
-    RESULTS_DIR,
     ROOT,
     RUNS,
     SMSC_INGEST,
@@ -139,12 +137,7 @@ def main() -> int:
     results.meta["load_average_at_end"] = round(os.getloadavg()[0], 2)
     table = report.render(results, previous, "history.json")
     print("\n" + table)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / "history.json"
-    path.write_text(
-        json.dumps({**results.to_json(), "table": table}, indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
+    path = report.save_as(results, table, "history.json")
     print(f"\n{results.meta['seconds']:.0f} s; written to {path.relative_to(ROOT)}")
     return 1 if results.problems else 0
 

@@ -226,15 +226,20 @@ def load_previous(name: str = "latest.json") -> dict[str, Any] | None:
 
 def save(results: Results, table: str) -> Path:
     """Write latest.json, a timestamped copy, and the table beside them; the copy's path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    data = {**results.to_json(), "table": table}
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    copy = RESULTS_DIR / f"bench-{stamp}.json"
-    copy.write_text(text, encoding="utf-8")
-    (RESULTS_DIR / "latest.json").write_text(text, encoding="utf-8")
+    copy = save_as(results, table, f"bench-{stamp}.json")
+    (RESULTS_DIR / "latest.json").write_text(copy.read_text(encoding="utf-8"), encoding="utf-8")
     (RESULTS_DIR / "latest.txt").write_text(table + "\n", encoding="utf-8")
     return copy
+
+
+def save_as(results: Results, table: str, name: str) -> Path:
+    """Write the figures and the table to RESULTS_DIR/`name`; its path."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / name
+    text = json.dumps({**results.to_json(), "table": table}, indent=2, ensure_ascii=False) + "\n"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def machine() -> dict[str, Any]:

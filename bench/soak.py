@@ -10,7 +10,6 @@ written (its `prev` column compares with the soak.json that was there).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -134,12 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     results.meta["samples"] = [asdict(s) for s in samples]
     table = report.render(results, previous, "soak.json")
     print("\n" + table)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / "soak.json"
-    path.write_text(
-        json.dumps({**results.to_json(), "table": table}, indent=2, ensure_ascii=False) + "\n",
-        encoding="utf-8",
-    )
+    path = report.save_as(results, table, "soak.json")
     print(f"\n{results.meta['seconds']:.0f} s; written to {path.relative_to(ROOT)}")
     return 1 if results.problems else 0
 
