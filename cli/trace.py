@@ -19,7 +19,7 @@ from smsc.settings import Settings
 if TYPE_CHECKING:
     from workers.trace import Duplicate, EventTrace, HeldJob, RequestTrace, Row, Scan
 
-# A request id as the ingress logs it (uuid4 hex); any RQ-job-id-like text, for ids of other origins.
+# A request id as the ingress logs it (32 hex digits); any RQ-job-id-like text, for ids of other origins.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 # A phone may be a number, an alphanumeric sender, an e-mail address or a Telegram @name
 # (smsc/protocol/fields.py); the longest is an e-mail address.
