@@ -93,7 +93,7 @@ clean:
 bench-migration: $(STAMP)
 	$(BIN)/python -m bench.migration $(ARGS)
 
-# About 5 minutes: ingress, workers (fed by the real ingress; CPU per stored event, peak RSS) and
+# About 6 minutes: ingress, workers (fed by the real ingress; CPU per stored event, peak RSS) and
 # end-to-end figures against references (see bench/README.md); writes bench-results/latest.json.
 # Uses the database smsc_bench and Redis database 14 only.
 bench: $(STAMP)
