@@ -8,7 +8,6 @@ configured otherwise, a line shows only their last 4 characters (the tables keep
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -16,11 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from smsc import jsondump
 from smsc.constants import REDACTED
 
 Renderer = Callable[[WrappedLogger, str, EventDict], str]
@@ -87,13 +86,9 @@ _QUOTED_PHONE: Final = re.compile(r"\b(?:phone|to|to_phone)'?(?::| stored) '([^'
 
 
 def _json_line(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
-    """The line as one JSON object: orjson (a tenth of the standard library's cost for a line),
-    else the standard library where orjson refuses a value (a lone surrogate, which a JSON body's
-    `\\ud800` escape can put in a reason; an integer past 64 bits), escaped as it always was."""
-    try:
-        return orjson.dumps(event_dict, default=repr).decode()
-    except TypeError:
-        return json.dumps(event_dict, default=repr)
+    """The line as one JSON object (a JSON body's `\\ud800` escape can put a lone surrogate in a
+    reason: smsc.jsondump writes it escaped, as it always was)."""
+    return jsondump.dumps(event_dict, default=repr).decode()
 
 
 def _masked_phones(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -11,12 +11,12 @@ import json
 import random
 from typing import Any
 
-import orjson
 import redis
 from rq.job import Job, JobStatus, Retry
 from rq.queue import Queue
 from rq.utils import get_call_string, now
 
+from smsc import jsondump
 from smsc.constants import JOB_FUNCTION, JOB_RESULT_TTL_SECONDS
 from smsc.protocol.raw import RawRequest
 from smsc.settings import Settings
@@ -33,12 +33,7 @@ class _JSON:
 
     @staticmethod
     def dumps(obj: Any) -> bytes:
-        try:
-            return orjson.dumps(obj)
-        except TypeError:
-            # A lone surrogate (a replayed dead letter of an older ingress's job): the standard
-            # library escapes it, as RQ's JSONSerializer always did.
-            return json.dumps(obj).encode("utf-8")
+        return jsondump.dumps(obj)
 
     @staticmethod
     def loads(data: bytes) -> Any:

@@ -7,7 +7,6 @@ own row: it becomes a dead letter, and if even that is refused, a minimal dead l
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -16,11 +15,11 @@ from decimal import Decimal
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from smsc import jsondump
 from smsc.exceptions import Conflict, PermanentError, TransientError
 from smsc.protocol.fields import Kind
 from smsc.protocol.normalize import (
@@ -477,20 +476,13 @@ def _json_rows(
     rows: dict[int, dict[str, Any]], batch: list[int], columns: Sequence[str] | None = None
 ) -> dict[str, str]:
     """The parameter of a batch statement: its rows as one JSON array, in the batch's order."""
+    # A value orjson refuses (a lone surrogate, an integer past 64 bits) is written by the standard
+    # library: PostgreSQL then refuses the row, which is dead-lettered, as before.
     if columns is not None:
-        return {"rows": _dumps([{name: rows[i][name] for name in columns} for i in batch])}
-    return {"rows": _dumps([rows[i] for i in batch])}
-
-
-def _dumps(value: Any) -> str:
-    """orjson's JSON (a fifth of the standard library's cost for a job's rows: 1.8 vs 8.6 µs a
-    row; datetimes written as isoformat() writes them), else the standard library's where orjson
-    refuses a value (a lone surrogate, an integer beyond 64 bits): PostgreSQL then refuses the row,
-    which is dead-lettered, as before."""
-    try:
-        return orjson.dumps(value, default=_json).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(value, default=_json)
+        chosen = [{name: rows[i][name] for name in columns} for i in batch]
+    else:
+        chosen = [rows[i] for i in batch]
+    return {"rows": jsondump.dumps(chosen, default=_json).decode()}
 
 
 def _json(value: Any) -> Any:
