@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -177,12 +177,13 @@ def _fallback_charset(body: bytes, fmt: Format, content_type: str) -> str | None
 
 
 def _form(text: str, where: str) -> dict[str, str]:
-    """`parse_qsl(text, keep_blank_values=True, encoding="latin-1")`, merged.
+    """`parse_qsl(text, keep_blank_values=True, encoding="latin-1")`, merged."""
+    return _merge(_form_pairs(text), where)
 
-    Written out because it runs on every request, and most of a callback's fields need neither
-    `+` nor `%` undone: parse_qsl pays two calls per field for them all the same.
-    """
-    merged: dict[str, str] = {}
+
+def _form_pairs(text: str) -> Iterator[tuple[str, str]]:
+    # Written out because it runs on every request, and most of a callback's fields need neither
+    # `+` nor `%` undone: parse_qsl pays two calls per field for them all the same.
     for field in text.split("&"):
         if not field:
             continue
@@ -191,11 +192,7 @@ def _form(text: str, where: str) -> dict[str, str]:
             name, value = name.replace("+", " "), value.replace("+", " ")
         if "%" in field:
             name, value = _PERCENT_RUN.sub(_unquoted, name), _PERCENT_RUN.sub(_unquoted, value)
-        # _merge's rule, in the same pass.
-        if name in merged and not _same(name, merged[name], value):
-            raise BadRequest(f"{name[:40]!r} is given twice in the {where}, with different values")
-        merged[name] = value
-    return merged
+        yield name, value
 
 
 def _unquoted(run: re.Match[str]) -> str:
