@@ -6,7 +6,7 @@ import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 from xml.sax.saxutils import escape, quoteattr
 from zoneinfo import ZoneInfo
 
@@ -15,9 +15,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from smsc.exceptions import BadRequest, InvalidSignature, PermanentError
-from smsc.protocol.decode import Decoded, decode, peek
+
+# _form and _local_time are written out for speed: checked against the standard library's parsers.
+from smsc.protocol.decode import Decoded, _form, _merge, decode, peek
 from smsc.protocol.fields import HashAlgorithm
-from smsc.protocol.normalize import IncomingMessage, normalize
+from smsc.protocol.normalize import IncomingMessage, _local_time, normalize
 from smsc.protocol.signature import verify
 from tests.fuzz import examples
 from tests.payloads import ALGORITHMS, CHARSETS, CONTROL, FORMATS, KINDS, PY_CODEC, SAMPLES, SECRET, build
@@ -414,3 +416,66 @@ def test_names_colliding_once_made_storable_never_decode(
         body = ("{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}").encode()
     with pytest.raises(BadRequest):
         decode(body, "charset=utf-8", "", "utf-8")
+
+
+# A form's text as a sender may spell it: separators, escapes (valid, broken, non-ASCII), plus signs,
+# names given twice, Latin-1 letters (the body's bytes as decode reads them).
+FORM_PIECES = st.one_of(
+    st.sampled_from(["&", "=", "+", "%", "%2", "%zz", "%41", "%d0%9F", "%D0%9f%D1%80", "%00", "%26", "%3D"]),
+    st.sampled_from(["id=1", "id=2", "phone=7", "charset=utf-8", "charset=UTF8", "mes=a+b", "\xe9", "\xff"]),
+    st.text(alphabet=st.characters(max_codepoint=255), max_size=6),
+)
+
+
+@PROPERTY
+@given(st.lists(FORM_PIECES, max_size=12).map("".join))
+def test_a_form_reads_as_parse_qsl_reads_it(text: str) -> None:
+    """The form parser written out for speed gives parse_qsl's fields, merged by the same rule, or
+    refuses the same names given twice."""
+    try:
+        expected: dict[str, str] | str = _merge(
+            parse_qsl(text, keep_blank_values=True, encoding="latin-1"), "body"
+        )
+    except BadRequest as e:
+        expected = e.reason
+    try:
+        got: dict[str, str] | str = _form(text, "body")
+    except BadRequest as e:
+        got = e.reason
+    assert got == expected
+
+
+def _two_digits(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(low, high).map("{:02d}".format)
+
+
+# Mostly in range, with the edges just past it (day 32, month 13, hour 24, second 60, year 0000).
+LOCAL_TIMES = st.builds(
+    "{}.{}.{} {}:{}:{}".format,
+    _two_digits(0, 32),
+    _two_digits(0, 13),
+    st.one_of(_two_digits(0, 99), st.integers(0, 9999).map("{:04d}".format)),
+    _two_digits(0, 24),
+    _two_digits(0, 60),
+    _two_digits(0, 60),
+)
+
+
+@PROPERTY
+@example("01.01.69 00:00:00", MOSCOW)
+@example("31.12.68 23:59:59", MOSCOW)
+@example("29.02.00 12:00:00", MOSCOW)
+@given(LOCAL_TIMES, st.sampled_from([MOSCOW, ZoneInfo("UTC"), ZoneInfo("America/New_York")]))
+def test_a_gateway_time_reads_as_strptime_reads_it(value: str, tz: ZoneInfo) -> None:
+    """The status time read without strptime is strptime's, or refused where strptime refuses it."""
+    expected: datetime | None = None
+    for fmt in ("%d.%m.%y %H:%M:%S", "%d.%m.%Y %H:%M:%S"):
+        with contextlib.suppress(ValueError):
+            expected = datetime.strptime(value, fmt).replace(tzinfo=tz)
+            break
+    try:
+        got: datetime | None = _local_time({"time": value}, "time", tz)
+    except PermanentError:
+        got = None
+    assert got == expected
+    assert got is None or got.tzinfo is tz
