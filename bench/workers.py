@@ -77,6 +77,20 @@ class Drain:
     cpu_seconds: float  # the workers' CPU time (user + system) while the clock ran
     peak_rss_mib: float  # the largest peak RSS among the workers
 
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / max(self.events, 1) * 1e6
+
+    def figures(self, requests_per_job: float) -> dict[str, float]:
+        """A worker row's columns."""
+        return {
+            "eps": self.events / self.seconds,
+            "seconds": self.seconds,
+            "requests_per_job": requests_per_job,
+            "cpu_us": self.cpu_us_per_event,
+            "rss_mib": self.peak_rss_mib,
+        }
+
 
 @dataclass(frozen=True)
 class Round:
@@ -225,17 +239,9 @@ def _ingress_made(r: Round, i: int, serve: int, port: int, wrk_file: Path) -> Wr
     stored = stores.scalar(conn, stores.COUNT_EVENTS)
     check_stored(results, label, stored, conn, client, expected=fill.ok)
     _check_log(results, label, name)
-    section.add(
-        INGRESS_ROW,
-        label,
-        eps=d.events / d.seconds,
-        seconds=d.seconds,
-        requests_per_job=q.requests / max(q.jobs, 1),
-        cpu_us=d.cpu_seconds / max(d.events, 1) * 1e6,
-        rss_mib=d.peak_rss_mib,
-    )
+    section.add(INGRESS_ROW, label, **d.figures(requests_per_job=q.requests / max(q.jobs, 1)))
     per_event.add("ingress_cpu", PER_EVENT["ingress_cpu"], value=ingress_cpu / max(stored, 1) * 1e6)
-    per_event.add("worker_cpu", PER_EVENT["worker_cpu"], value=d.cpu_seconds / max(d.events, 1) * 1e6)
+    per_event.add("worker_cpu", PER_EVENT["worker_cpu"], value=d.cpu_us_per_event)
     per_event.add("worker_rss", PER_EVENT["worker_rss"], value=d.peak_rss_mib)
     return fill
 
@@ -250,15 +256,7 @@ def _prefilled(r: Round, i: int, settings: Settings) -> None:
     d = drain(procs, [WORKER], [name], client, QUEUE, stored=lambda: stores.scalar(conn, stores.COUNT_EVENTS))
     check_stored(results, label, stores.scalar(conn, stores.COUNT_EVENTS), conn, client)
     _check_log(results, label, name)
-    section.add(
-        PREFILLED_ROW,
-        label,
-        eps=d.events / d.seconds,
-        seconds=d.seconds,
-        requests_per_job=JOB_SIZE,
-        cpu_us=d.cpu_seconds / max(d.events, 1) * 1e6,
-        rss_mib=d.peak_rss_mib,
-    )
+    section.add(PREFILLED_ROW, label, **d.figures(requests_per_job=JOB_SIZE))
 
 
 def _check_log(results: Results, label: str, name: str) -> None:
@@ -366,15 +364,7 @@ def _reference(r: Round, ref: str) -> None:
         section.add(ref, label, eps=len(rows) / seconds, seconds=seconds)
     else:
         d = _rq_reference(ref, procs, client)
-        section.add(
-            ref,
-            label,
-            eps=d.events / d.seconds,
-            seconds=d.seconds,
-            requests_per_job=1,
-            cpu_us=d.cpu_seconds / max(d.events, 1) * 1e6,
-            rss_mib=d.peak_rss_mib,
-        )
+        section.add(ref, label, **d.figures(requests_per_job=1))
     # Every job must have written its row; the events timed are fewer when a job finished before
     # the worker registered and the clock started.
     expected = CEILING_ROWS if ref == "ceiling" else REF_JOBS
